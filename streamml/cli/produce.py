@@ -1,0 +1,3 @@
+"""Placeholder: filled in by the produce work."""
+
+COMMANDS: list = []

@@ -1,0 +1,277 @@
+"""Typed, immutable settings read from ``STREAMML_*`` environment variables.
+
+Entry points call :func:`load_settings` once and pass the resulting
+:class:`Settings` down; nothing else in the project reads the environment.
+Every problem is reported at once, booleans are parsed strictly, and secrets
+are hidden from ``repr`` and logs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from streamml.errors import ConfigError
+
+__all__ = ["Secret", "Settings", "load_settings", "ENV_PREFIX", "DEMO_SCHEMA_PATH"]
+
+ENV_PREFIX = "STREAMML_"
+#: Variables under this prefix belong to the test suite, not to the settings.
+_IGNORED_PREFIXES = ("STREAMML_TEST_",)
+DEMO_SCHEMA_PATH = Path(__file__).parent / "schemas" / "events_demo.avsc"
+
+
+class Secret:
+    """A string that never shows itself in ``repr``, ``str`` or logs."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        """Return the secret value; call this only where a client needs it."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a streamml component needs to know about its environment.
+
+    Each field maps to ``STREAMML_<FIELD NAME IN UPPER CASE>``.
+    """
+
+    #: Kafka bootstrap servers, ``host:port[,host:port...]``.
+    bootstrap_servers: str = "127.0.0.1:9092"
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: Secret | None = None
+    #: Prefix for every topic and consumer group name, so several pipelines
+    #: (or tests) can share one cluster without seeing each other.
+    namespace: str = ""
+    #: Partitions of the event, feature and prediction topics.
+    partitions: int = 3
+    replication_factor: int = 1
+    #: Avro schema of the raw events, with the data contract in its fields.
+    schema_path: Path = DEMO_SCHEMA_PATH
+    #: Field used as the Kafka record key (and for per-key windowed features).
+    key_field: str = "customer_id"
+    #: Field holding the target; an event without it is scored but not learned.
+    label_field: str = "label"
+    #: Field holding the event time in epoch milliseconds.
+    time_field: str = "event_time"
+    model_name: str = "demo-classifier"
+    #: River model spec used by the learner, see ``model_publisher.catalog``.
+    model_spec: str = "logistic"
+    #: Publish a model version after this many learned events ...
+    publish_every_events: int = 2000
+    #: ... or after this many seconds with at least one new learned event.
+    publish_every_seconds: float = 30.0
+    #: Events the stream processor handles per batch (faust's per-event cost
+    #: is high, so decoding, validation and featurization work on batches).
+    processor_batch_size: int = 500
+    #: Length of the per-key event-time window for windowed features, seconds.
+    window_seconds: float = 60.0
+    #: Numeric fields whose per-key windowed mean becomes a feature (comma list).
+    window_fields: str = "loan"
+    #: Largest model envelope the publisher sends (Apache Kafka's default
+    #: ``message.max.bytes`` is about 1 MB; the embedded broker accepts more,
+    #: so the limit is enforced on the client to stay portable).
+    max_model_bytes: int = 1_000_000
+    #: HMAC key: the publisher signs envelopes and subscribers refuse unsigned
+    #: or wrongly signed ones. Without it only the sha256 checksum is checked.
+    model_signing_key: Secret | None = None
+    #: Port of the embedded broker started by ``streamml broker start``.
+    broker_port: int = 9092
+    #: Where the embedded broker keeps its pid file and log.
+    home: Path = field(default_factory=lambda: Path.home() / ".streamml")
+    #: Consumer session timeout; short, because the embedded broker makes a
+    #: first group join wait about half of it (BROKER-NOTES quirk 2).
+    session_timeout_ms: int = 6000
+    #: Longest a fetch waits for data; low so model updates travel fast
+    #: (BROKER-NOTES quirk 3).
+    fetch_wait_max_ms: int = 10
+    log_level: str = "WARNING"
+
+    def __post_init__(self) -> None:
+        problems = _validate(self)
+        if problems:
+            raise ConfigError(_format_problems(problems))
+
+    def __repr__(self) -> str:
+        # dataclass repr would be fine (Secret masks itself) but this keeps logs short.
+        shown = ", ".join(
+            f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self) if getattr(self, f.name) != f.default
+        )
+        return f"Settings({shown})"
+
+    # Derived names: one place for every topic and group name of the pipeline.
+    def topic(self, base: str) -> str:
+        """Return a topic or group name with this pipeline's namespace prefix."""
+        return f"{self.namespace}{base}"
+
+    @property
+    def window_field_list(self) -> list[str]:
+        """``window_fields`` split into names."""
+        return [f.strip() for f in self.window_fields.split(",") if f.strip()]
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        """Return a copy with some fields replaced (``None`` values are ignored).
+
+        String values are parsed like environment variables, so CLI flags and
+        the environment follow the same rules.
+        """
+        parsed: dict[str, Any] = {}
+        problems: list[str] = []
+        for name, raw in overrides.items():
+            if raw is None:
+                continue
+            if name not in _FIELDS:
+                raise ConfigError(f"unknown setting {name!r}")
+            if isinstance(raw, str):
+                try:
+                    parsed[name] = _parse(name, raw)
+                except ValueError as exc:
+                    problems.append(f"{name}: {exc}")
+            else:
+                parsed[name] = raw
+        if problems:
+            raise ConfigError(_format_problems(problems))
+        return dataclasses.replace(self, **parsed)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+_SECRET_FIELDS = {"sasl_password", "model_signing_key"}
+_OPTIONAL_FIELDS = {"sasl_mechanism", "sasl_username", "sasl_password", "model_signing_key"}
+_INT_FIELDS = {
+    "partitions",
+    "replication_factor",
+    "publish_every_events",
+    "max_model_bytes",
+    "broker_port",
+    "session_timeout_ms",
+    "fetch_wait_max_ms",
+    "processor_batch_size",
+}
+_FLOAT_FIELDS = {"publish_every_seconds", "window_seconds"}
+_PATH_FIELDS = {"schema_path", "home"}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def parse_bool(raw: str) -> bool:
+    """Parse a boolean strictly: anything but a known spelling is an error."""
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(f"expected one of {sorted(_TRUE | _FALSE)}, got {raw!r}")
+
+
+def _parse(name: str, raw: str) -> Any:
+    value = raw.strip()
+    if name in _OPTIONAL_FIELDS and value == "":
+        return None
+    if name in _SECRET_FIELDS:
+        return Secret(value)
+    if name in _INT_FIELDS:
+        try:
+            return int(value)
+        except ValueError:
+            raise ValueError(f"expected a whole number, got {raw!r}") from None
+    if name in _FLOAT_FIELDS:
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError(f"expected a number, got {raw!r}") from None
+    if name in _PATH_FIELDS:
+        return Path(value).expanduser()
+    return value
+
+
+def _validate(s: Settings) -> list[str]:
+    problems: list[str] = []
+    if not s.bootstrap_servers.strip():
+        problems.append("bootstrap_servers: must name at least one host:port")
+    else:
+        for server in s.bootstrap_servers.split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit():
+                problems.append(
+                    f"bootstrap_servers: {server.strip()!r} is not host:port (example: 127.0.0.1:9092)"
+                )
+    for name in ("partitions", "replication_factor", "publish_every_events", "max_model_bytes", "processor_batch_size"):
+        if getattr(s, name) < 1:
+            problems.append(f"{name}: must be at least 1, got {getattr(s, name)}")
+    if s.publish_every_seconds <= 0:
+        problems.append(f"publish_every_seconds: must be positive, got {s.publish_every_seconds}")
+    if s.window_seconds <= 0:
+        problems.append(f"window_seconds: must be positive, got {s.window_seconds}")
+    if not 1 <= s.broker_port <= 65535:
+        problems.append(f"broker_port: must be between 1 and 65535, got {s.broker_port}")
+    if s.session_timeout_ms < 1000:
+        problems.append(f"session_timeout_ms: must be at least 1000, got {s.session_timeout_ms}")
+    if s.fetch_wait_max_ms < 0:
+        problems.append(f"fetch_wait_max_ms: must not be negative, got {s.fetch_wait_max_ms}")
+    if s.sasl_mechanism and not (s.sasl_username and s.sasl_password):
+        problems.append("sasl_mechanism: set STREAMML_SASL_USERNAME and STREAMML_SASL_PASSWORD too")
+    if s.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        problems.append(f"log_level: expected DEBUG, INFO, WARNING, ERROR or CRITICAL, got {s.log_level!r}")
+    for name in ("key_field", "label_field", "time_field", "model_name"):
+        if not getattr(s, name):
+            problems.append(f"{name}: must not be empty")
+    return problems
+
+
+def _format_problems(problems: list[str]) -> str:
+    if len(problems) == 1:
+        return f"invalid setting: {problems[0]}"
+    return f"{len(problems)} invalid settings: " + "; ".join(problems)
+
+
+def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Read settings from ``STREAMML_*`` variables, then apply ``overrides``.
+
+    ``env`` defaults to ``os.environ``. All problems (unknown variables,
+    unparsable values, out-of-range numbers) are collected and raised together
+    as one :class:`~streamml.errors.ConfigError`.
+    """
+    source = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    env_names = {ENV_PREFIX + name.upper(): name for name in _FIELDS}
+    for key, raw in source.items():
+        if not key.startswith(ENV_PREFIX) or key.startswith(_IGNORED_PREFIXES):
+            continue
+        name = env_names.get(key)
+        if name is None:
+            close = difflib.get_close_matches(key, env_names, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            problems.append(f"{key}: unknown variable{hint}")
+            continue
+        try:
+            values[name] = _parse(name, raw)
+        except ValueError as exc:
+            problems.append(f"{key}: {exc}")
+    if problems:
+        raise ConfigError(_format_problems(problems))
+    settings = Settings(**values)
+    return settings.with_overrides(**overrides) if overrides else settings

@@ -1,0 +1,252 @@
+"""The model envelope: a versioned, verifiable wrapper around a serialized model.
+
+A pickle on a topic lets anyone who can write to that topic run code in every
+consumer (faust's codecs module warns about exactly this), and a pickle written
+by one library version may load wrongly in another. So a model travels as an
+envelope, and a consumer deserializes the payload only after:
+
+1. the envelope decodes and names a format this process supports;
+2. the payload's sha256 matches the one in the envelope;
+3. when a signing key is configured, the HMAC-SHA256 signature over the
+   identifying fields and the checksum matches (so a replayed or forged
+   version is refused);
+4. the writer's Python and model-library versions match this process's
+   (major.minor), unless the caller allows a mismatch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import pickle
+import platform
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+from streamml.errors import EnvelopeError, ModelTooLargeError
+from streamml.serde import AvroSerde, DecodeError, Headers, bundled_schema
+
+__all__ = [
+    "ENVELOPE_VERSION",
+    "SUPPORTED_FORMATS",
+    "ModelEnvelope",
+    "seal",
+    "encode_envelope",
+    "decode_envelope",
+    "verify",
+    "open_envelope",
+    "runtime_info",
+]
+
+ENVELOPE_VERSION = 1
+SUPPORTED_FORMATS = frozenset({"pickle"})
+_FLAVOR_PACKAGES = {"river": "river", "sklearn": "scikit-learn"}
+
+_serde: AvroSerde | None = None
+
+
+def _envelope_serde() -> AvroSerde:
+    global _serde
+    if _serde is None:
+        _serde = AvroSerde(bundled_schema("model_envelope.avsc"))
+    return _serde
+
+
+@dataclass(frozen=True)
+class ModelEnvelope:
+    """One model version as it travels on the models topic."""
+
+    model_name: str
+    version: int
+    created_at: int
+    format: str
+    flavor: str
+    model_class: str
+    metrics: dict[str, float]
+    n_learned: int
+    input_offsets: dict[str, int]
+    runtime: dict[str, str]
+    sha256: str
+    payload: bytes = field(repr=False)
+    signature: str | None = None
+    envelope_version: int = ENVELOPE_VERSION
+
+    def summary(self) -> dict[str, Any]:
+        """Everything but the payload, for listings and logs."""
+        return {
+            "model_name": self.model_name,
+            "version": self.version,
+            "created_at": self.created_at,
+            "format": self.format,
+            "flavor": self.flavor,
+            "model_class": self.model_class,
+            "metrics": dict(self.metrics),
+            "n_learned": self.n_learned,
+            "input_offsets": dict(self.input_offsets),
+            "runtime": dict(self.runtime),
+            "sha256": self.sha256,
+            "signed": self.signature is not None,
+            "payload_bytes": len(self.payload),
+        }
+
+
+def runtime_info(flavor: str) -> dict[str, str]:
+    """Return the versions a payload of ``flavor`` depends on in this process."""
+    info = {"python": platform.python_version()}
+    for package in ("streamml", "numpy", _FLAVOR_PACKAGES.get(flavor, flavor)):
+        try:
+            info[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return info
+
+
+def _signed_bytes(
+    envelope_version: int, model_name: str, version: int, created_at: int, fmt: str, sha256: str
+) -> bytes:
+    return f"{envelope_version}\n{model_name}\n{version}\n{created_at}\n{fmt}\n{sha256}".encode()
+
+
+def _sign(key: str, data: bytes) -> str:
+    return hmac.new(key.encode(), data, hashlib.sha256).hexdigest()
+
+
+def seal(
+    model: Any,
+    *,
+    model_name: str,
+    version: int,
+    flavor: str,
+    metrics: Mapping[str, float] | None = None,
+    n_learned: int = 0,
+    input_offsets: Mapping[str, int] | None = None,
+    signing_key: str | None = None,
+    max_bytes: int | None = None,
+    created_at: int | None = None,
+) -> ModelEnvelope:
+    """Serialize ``model`` into a checksummed (and optionally signed) envelope.
+
+    Raises :class:`ModelTooLargeError` when the encoded envelope would exceed
+    ``max_bytes``, so an oversized model fails at the publisher, not at a broker.
+    """
+    payload = pickle.dumps(model, protocol=5)
+    digest = hashlib.sha256(payload).hexdigest()
+    created = created_at if created_at is not None else int(time.time() * 1000)
+    signature = None
+    if signing_key:
+        signature = _sign(signing_key, _signed_bytes(ENVELOPE_VERSION, model_name, version, created, "pickle", digest))
+    envelope = ModelEnvelope(
+        model_name=model_name,
+        version=version,
+        created_at=created,
+        format="pickle",
+        flavor=flavor,
+        model_class=f"{type(model).__module__}.{type(model).__qualname__}",
+        metrics={k: float(v) for k, v in (metrics or {}).items()},
+        n_learned=n_learned,
+        input_offsets=dict(input_offsets or {}),
+        runtime=runtime_info(flavor),
+        sha256=digest,
+        payload=payload,
+        signature=signature,
+    )
+    if max_bytes is not None:
+        size = len(encode_envelope(envelope))
+        if size > max_bytes:
+            raise ModelTooLargeError(
+                f"model {model_name} v{version} is {size} bytes, over the {max_bytes}-byte limit "
+                "(STREAMML_MAX_MODEL_BYTES; Apache Kafka's default message.max.bytes is about 1 MB)"
+            )
+    return envelope
+
+
+def encode_envelope(envelope: ModelEnvelope) -> bytes:
+    """Encode an envelope as Avro (send it with ``envelope_headers()``)."""
+    record = envelope.summary()
+    for derived in ("signed", "payload_bytes"):
+        record.pop(derived)
+    record.update(
+        envelope_version=envelope.envelope_version,
+        signature=envelope.signature,
+        payload=envelope.payload,
+    )
+    return _envelope_serde().encode(record)
+
+
+def envelope_headers() -> list[tuple[str, bytes]]:
+    """Headers that identify the envelope schema on the models topic."""
+    return _envelope_serde().headers
+
+
+def decode_envelope(value: bytes | None, headers: Headers) -> ModelEnvelope:
+    """Decode an envelope; raise :class:`EnvelopeError` if it is not one."""
+    try:
+        record = _envelope_serde().decode(value, headers)
+    except DecodeError as exc:
+        raise EnvelopeError(f"not a model envelope ({exc.rule}): {exc}") from exc
+    return ModelEnvelope(**record)
+
+
+def verify(envelope: ModelEnvelope, *, signing_key: str | None = None, allow_runtime_mismatch: bool = False) -> None:
+    """Check format, checksum, signature and runtime; raise EnvelopeError with the reason."""
+    name = f"{envelope.model_name} v{envelope.version}"
+    if envelope.envelope_version != ENVELOPE_VERSION:
+        raise EnvelopeError(f"{name}: envelope version {envelope.envelope_version} is not supported")
+    if envelope.format not in SUPPORTED_FORMATS:
+        raise EnvelopeError(f"{name}: payload format {envelope.format!r} is not supported")
+    if envelope.flavor not in _FLAVOR_PACKAGES:
+        raise EnvelopeError(f"{name}: model flavor {envelope.flavor!r} is not supported")
+    actual = hashlib.sha256(envelope.payload).hexdigest()
+    if not hmac.compare_digest(actual, envelope.sha256):
+        raise EnvelopeError(f"{name}: payload sha256 {actual[:12]}… does not match the envelope's {envelope.sha256[:12]}…")
+    if signing_key:
+        if envelope.signature is None:
+            raise EnvelopeError(f"{name}: envelope is not signed and a signing key is configured")
+        expected = _sign(
+            signing_key,
+            _signed_bytes(
+                envelope.envelope_version,
+                envelope.model_name,
+                envelope.version,
+                envelope.created_at,
+                envelope.format,
+                envelope.sha256,
+            ),
+        )
+        if not hmac.compare_digest(expected, envelope.signature):
+            raise EnvelopeError(f"{name}: signature does not match (wrong key or tampered envelope)")
+    if not allow_runtime_mismatch:
+        here = runtime_info(envelope.flavor)
+        for package, theirs in envelope.runtime.items():
+            ours = here.get(package)
+            if package in ("python", _FLAVOR_PACKAGES[envelope.flavor]) and ours and _minor(ours) != _minor(theirs):
+                raise EnvelopeError(
+                    f"{name}: written with {package} {theirs}, this process has {ours}; "
+                    "pickled models are not portable across versions"
+                )
+
+
+def _minor(version: str) -> tuple[str, ...]:
+    return tuple(version.split(".")[:2])
+
+
+def open_envelope(
+    envelope: ModelEnvelope, *, signing_key: str | None = None, allow_runtime_mismatch: bool = False
+) -> Any:
+    """Verify the envelope, then deserialize and return its model.
+
+    The model must have ``predict_one``; anything else is refused.
+    """
+    verify(envelope, signing_key=signing_key, allow_runtime_mismatch=allow_runtime_mismatch)
+    try:
+        model = pickle.loads(envelope.payload)  # noqa: S301 - verified above
+    except Exception as exc:
+        raise EnvelopeError(f"{envelope.model_name} v{envelope.version}: payload does not load: {exc}") from exc
+    if not callable(getattr(model, "predict_one", None)):
+        raise EnvelopeError(
+            f"{envelope.model_name} v{envelope.version}: {envelope.model_class} has no predict_one()"
+        )
+    return model

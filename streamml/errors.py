@@ -1,0 +1,108 @@
+"""The streamml error tree.
+
+Every error a streamml component raises on purpose derives from one root, so an
+application can catch ``StreamMLError`` and a CLI can turn any of them into one
+clear line::
+
+    StreamMLError
+    ├── ConfigError              a setting is missing, malformed or out of range
+    ├── BrokerError              the embedded broker cannot start, stop or be reached
+    ├── KafkaClientError         a Kafka client call failed (translated from librdkafka)
+    ├── SchemaError              an Avro schema or data contract cannot be loaded
+    ├── SerializationError       a record cannot be encoded or decoded
+    │   └── RecordError          one input row does not fit the schema (row, field)
+    ├── EnvelopeError            a model envelope cannot be trusted or loaded
+    │   └── ModelTooLargeError   an envelope is over the topic's message size limit
+    ├── ModelNotReadyError       a prediction was asked for before any model was loaded
+    └── SourceError              an event source (file, generator) cannot be read
+
+Library errors are translated at the boundary with ``raise ... from exc`` so the
+original cause stays on the traceback for debugging.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "StreamMLError",
+    "ConfigError",
+    "BrokerError",
+    "KafkaClientError",
+    "SchemaError",
+    "SerializationError",
+    "RecordError",
+    "EnvelopeError",
+    "ModelTooLargeError",
+    "ModelNotReadyError",
+    "SourceError",
+]
+
+
+class StreamMLError(Exception):
+    """Root of every error streamml raises on purpose."""
+
+    #: Process exit code the CLI uses for this kind of error.
+    exit_code: int = 1
+
+
+class ConfigError(StreamMLError):
+    """A setting is missing, malformed or out of range."""
+
+    exit_code = 2
+
+
+class BrokerError(StreamMLError):
+    """The embedded broker cannot be started, stopped or reached."""
+
+    exit_code = 3
+
+
+class KafkaClientError(StreamMLError):
+    """A Kafka client call failed; the librdkafka error is the ``__cause__``."""
+
+    exit_code = 3
+
+
+class SchemaError(StreamMLError):
+    """An Avro schema or its data contract cannot be loaded or parsed."""
+
+    exit_code = 2
+
+
+class SerializationError(StreamMLError):
+    """A record cannot be encoded to, or decoded from, Avro."""
+
+
+class RecordError(SerializationError):
+    """One input record does not fit the schema.
+
+    ``row`` is the 1-based position in the source (a file line or a generator
+    index) and ``field`` the offending field, when known.
+    """
+
+    def __init__(self, message: str, *, row: int | None = None, field: str | None = None) -> None:
+        parts = []
+        if row is not None:
+            parts.append(f"row {row}")
+        if field is not None:
+            parts.append(f"field {field!r}")
+        prefix = ", ".join(parts)
+        super().__init__(f"{prefix}: {message}" if prefix else message)
+        self.row = row
+        self.field = field
+        self.reason = message
+
+
+class EnvelopeError(StreamMLError):
+    """A model envelope fails verification (checksum, signature, format, runtime)."""
+
+
+class ModelTooLargeError(EnvelopeError):
+    """An envelope is larger than the models topic accepts."""
+
+
+class ModelNotReadyError(StreamMLError):
+    """No model has been loaded yet; serving code must treat this as 'not ready'."""
+
+
+class SourceError(StreamMLError):
+    """An event source (file or generator) cannot be opened or read."""

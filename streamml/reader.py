@@ -1,0 +1,79 @@
+"""Read a topic from the start to its current end, without a consumer group.
+
+"The end" is the high watermark carried by fetch responses, which is right on
+every broker; ``ListOffsets`` under-reports it on the embedded broker
+(BROKER-NOTES quirk 1). Used by ``streamml models list``, the demo's monitor
+and the tests.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+
+from confluent_kafka import OFFSET_BEGINNING, KafkaException, Message, TopicPartition
+
+from streamml.config import Settings
+from streamml.errors import KafkaClientError
+from streamml.kafka import make_admin, make_consumer
+
+__all__ = ["read_to_end", "partitions_of"]
+
+
+def partitions_of(settings: Settings, topic: str, timeout: float = 10.0) -> list[int]:
+    """Return the partition ids of ``topic`` (empty if it does not exist)."""
+    try:
+        metadata = make_admin(settings).list_topics(topic=topic, timeout=timeout)
+    except KafkaException as exc:
+        raise KafkaClientError(f"cannot read metadata of {topic}: {exc.args[0]}") from exc
+    meta = metadata.topics.get(topic)
+    if meta is None or meta.error is not None:
+        return []
+    return sorted(meta.partitions)
+
+
+def read_to_end(
+    settings: Settings,
+    topic: str,
+    *,
+    start: dict[int, int] | None = None,
+    timeout: float = 30.0,
+) -> Iterator[Message]:
+    """Yield every record of ``topic`` from ``start`` (default: the beginning) to the end.
+
+    The end is fixed by the first fetch response of each partition, so records
+    produced while reading may or may not be included. Raises
+    :class:`KafkaClientError` if the end is not reached within ``timeout``.
+    """
+    parts = partitions_of(settings, topic)
+    if not parts:
+        return
+    consumer = make_consumer(
+        settings, f"streamml.reader.{uuid.uuid4().hex}", **{"enable.auto.commit": False, "fetch.wait.max.ms": 10}
+    )
+    try:
+        offsets = {p: (start or {}).get(p, OFFSET_BEGINNING) for p in parts}
+        consumer.assign([TopicPartition(topic, p, o) for p, o in offsets.items()])
+        ends: dict[int, int] = {}
+        positions = {p: (o if o >= 0 else None) for p, o in offsets.items()}
+        deadline = time.monotonic() + timeout
+        while True:
+            for message in consumer.consume(500, timeout=0.05):
+                if message.error():
+                    continue
+                positions[message.partition()] = message.offset() + 1
+                yield message
+            for p in parts:
+                if p not in ends:
+                    low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), cached=True)
+                    if high >= 0:
+                        ends[p] = high
+                        if positions[p] is None:
+                            positions[p] = low if low >= 0 else 0
+            if len(ends) == len(parts) and all((positions[p] or 0) >= ends[p] for p in parts):
+                return
+            if time.monotonic() > deadline:
+                raise KafkaClientError(f"could not read {topic} to its end within {timeout:g}s")
+    finally:
+        consumer.close()

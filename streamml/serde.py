@@ -1,0 +1,251 @@
+"""Avro schemas, data contracts and schemaless encoding with fastavro.
+
+Wire format (chosen over the Confluent wire format because the pipeline needs
+no schema registry service): the record value is plain schemaless Avro, and
+the writer schema is named on every record by a header::
+
+    streamml.schema = <CRC-64-AVRO fingerprint of the schema's canonical form, 16 hex chars>
+    content-type    = application/avro
+
+The fingerprint is the one the Avro specification defines for single-object
+encoding, so any Avro library can compute it. A reader holds a set of known
+writer schemas; a record written with another known schema is resolved to the
+reader schema (Avro schema evolution), and an unknown fingerprint is an error
+the caller can quarantine.
+
+The data contract lives in the schema itself, as a ``contract`` attribute on a
+field: ``{"required": true, "min": 0, "max": 100, "allowed": [..]}``. Avro
+tools ignore attributes they do not know, so the file stays a valid schema.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import fastavro
+from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+from streamml.errors import SchemaError, SerializationError
+
+__all__ = [
+    "SCHEMA_HEADER",
+    "CONTENT_TYPE_HEADER",
+    "AVRO_CONTENT_TYPE",
+    "FieldRule",
+    "AvroSchema",
+    "AvroSerde",
+    "DecodeError",
+    "bundled_schema",
+    "header_value",
+]
+
+SCHEMA_HEADER = "streamml.schema"
+CONTENT_TYPE_HEADER = "content-type"
+AVRO_CONTENT_TYPE = b"application/avro"
+
+Headers = Sequence[tuple[str, bytes | None]] | None
+
+
+class DecodeError(SerializationError):
+    """A record value cannot be decoded; ``rule`` names why, for the dead-letter reason."""
+
+    def __init__(self, message: str, *, rule: str) -> None:
+        super().__init__(message)
+        self.rule = rule
+
+
+@dataclass(frozen=True)
+class FieldRule:
+    """One field of a schema with the data contract that applies to it."""
+
+    name: str
+    #: The non-null Avro type: "double", "float", "int", "long", "string", "boolean", ...
+    avro_type: str
+    nullable: bool
+    required: bool = False
+    minimum: float | None = None
+    maximum: float | None = None
+    allowed: tuple[Any, ...] | None = None
+
+    @property
+    def numeric(self) -> bool:
+        return self.avro_type in ("double", "float", "int", "long")
+
+
+@dataclass(frozen=True)
+class AvroSchema:
+    """A parsed Avro record schema, its fingerprint and its field rules."""
+
+    name: str
+    parsed: Any
+    fingerprint: str
+    rules: tuple[FieldRule, ...]
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> AvroSchema:
+        try:
+            parsed = fastavro.parse_schema(dict(raw))
+        except Exception as exc:  # fastavro raises several unrelated types
+            raise SchemaError(f"invalid Avro schema: {exc}") from exc
+        if not isinstance(parsed, dict) or parsed.get("type") != "record":
+            raise SchemaError("the event schema must be an Avro record")
+        fp = fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO")
+        rules = tuple(_field_rule(f) for f in parsed["fields"])
+        return cls(name=parsed["name"], parsed=parsed, fingerprint=fp, rules=rules)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> AvroSchema:
+        path = Path(path)
+        try:
+            raw = json.loads(path.read_text())
+        except FileNotFoundError as exc:
+            raise SchemaError(f"schema file not found: {path}") from exc
+        except (OSError, ValueError) as exc:
+            raise SchemaError(f"cannot read schema {path}: {exc}") from exc
+        return cls.from_dict(raw)
+
+    @property
+    def field_names(self) -> list[str]:
+        return [rule.name for rule in self.rules]
+
+    def rule(self, name: str) -> FieldRule:
+        for rule in self.rules:
+            if rule.name == name:
+                return rule
+        raise SchemaError(f"schema {self.name} has no field {name!r}")
+
+
+def _field_rule(field: Mapping[str, Any]) -> FieldRule:
+    ftype = field["type"]
+    nullable = False
+    if isinstance(ftype, list):
+        branches = [b for b in ftype if b != "null"]
+        nullable = len(branches) < len(ftype)
+        ftype = branches[0] if len(branches) == 1 else "union"
+    if isinstance(ftype, dict):
+        ftype = ftype.get("logicalType") or ftype.get("type", "complex")
+    contract = field.get("contract") or {}
+    if not isinstance(contract, Mapping):
+        raise SchemaError(f"field {field['name']!r}: 'contract' must be an object")
+    unknown = set(contract) - {"required", "min", "max", "allowed"}
+    if unknown:
+        raise SchemaError(f"field {field['name']!r}: unknown contract keys {sorted(unknown)}")
+    allowed = contract.get("allowed")
+    return FieldRule(
+        name=field["name"],
+        avro_type=str(ftype),
+        nullable=nullable,
+        required=bool(contract.get("required", not nullable)),
+        minimum=contract.get("min"),
+        maximum=contract.get("max"),
+        allowed=tuple(allowed) if allowed is not None else None,
+    )
+
+
+def bundled_schema(filename: str) -> AvroSchema:
+    """Load one of the schemas shipped in ``streamml/schemas``."""
+    text = resources.files("streamml.schemas").joinpath(filename).read_text()
+    return AvroSchema.from_dict(json.loads(text))
+
+
+def header_value(headers: Headers, name: str) -> bytes | None:
+    """Return the last value of header ``name``, or ``None``."""
+    found = None
+    for key, value in headers or ():
+        if key == name:
+            found = value
+    return found
+
+
+class AvroSerde:
+    """Encode records with one schema; decode records written with any known schema.
+
+    ``reader`` is the schema records are encoded with and decoded into;
+    ``writers`` are further schemas a producer may have written with (older or
+    newer versions). Instances are cheap to share and thread-safe.
+    """
+
+    def __init__(self, reader: AvroSchema, writers: Iterable[AvroSchema] = ()) -> None:
+        self.reader = reader
+        self._writers = {reader.fingerprint: reader}
+        for writer in writers:
+            self._writers[writer.fingerprint] = writer
+        self._headers = [
+            (SCHEMA_HEADER, reader.fingerprint.encode()),
+            (CONTENT_TYPE_HEADER, AVRO_CONTENT_TYPE),
+        ]
+
+    @property
+    def headers(self) -> list[tuple[str, bytes]]:
+        """Headers to send with every record this serde encodes."""
+        return list(self._headers)
+
+    def encode(self, record: Mapping[str, Any]) -> bytes:
+        """Encode one record; raise :class:`SerializationError` naming the field."""
+        buffer = io.BytesIO()
+        try:
+            fastavro.schemaless_writer(buffer, self.reader.parsed, record)
+        except Exception as exc:  # fastavro raises ValueError, TypeError, KeyError, ...
+            raise SerializationError(_describe_encode_error(self.reader, record, exc)) from exc
+        return buffer.getvalue()
+
+    def decode(self, value: bytes | None, headers: Headers = None) -> dict[str, Any]:
+        """Decode one record value; raise :class:`DecodeError` with a rule name.
+
+        Rules: ``missing_schema_header``, ``unknown_schema``, ``empty_value``,
+        ``undecodable`` (truncated or corrupt bytes), ``trailing_bytes``,
+        ``schema_resolution`` (writer and reader schemas are incompatible).
+        """
+        if value is None or len(value) == 0:
+            raise DecodeError("record has no value", rule="empty_value")
+        fp_raw = header_value(headers, SCHEMA_HEADER)
+        if fp_raw is None:
+            raise DecodeError(f"record has no {SCHEMA_HEADER} header", rule="missing_schema_header")
+        fp = fp_raw.decode("ascii", errors="replace")
+        writer = self._writers.get(fp)
+        if writer is None:
+            raise DecodeError(f"unknown writer schema fingerprint {fp!r}", rule="unknown_schema")
+        buffer = io.BytesIO(value)
+        try:
+            if writer is self.reader:
+                record = fastavro.schemaless_reader(buffer, writer.parsed, None)
+            else:
+                record = fastavro.schemaless_reader(buffer, writer.parsed, self.reader.parsed)
+        except fastavro.read.SchemaResolutionError as exc:
+            raise DecodeError(f"writer schema cannot be read as {self.reader.name}: {exc}", rule="schema_resolution") from exc
+        except Exception as exc:  # EOFError, UnicodeDecodeError, IndexError, ...
+            raise DecodeError(f"corrupt or truncated Avro: {type(exc).__name__}: {exc}", rule="undecodable") from exc
+        if buffer.tell() != len(value):
+            raise DecodeError(
+                f"{len(value) - buffer.tell()} bytes left after the record", rule="trailing_bytes"
+            )
+        if not isinstance(record, dict):
+            raise DecodeError("value is not an Avro record", rule="undecodable")
+        return record
+
+
+def _describe_encode_error(schema: AvroSchema, record: Mapping[str, Any], exc: Exception) -> str:
+    """Name the first field that does not fit, which fastavro's message often omits."""
+    if not isinstance(record, Mapping):
+        return f"expected a mapping, got {type(record).__name__}"
+    for field in schema.parsed["fields"]:
+        name = field["name"]
+        if name not in record and "default" not in field:
+            return f"field {name!r}: missing"
+        if name in record and not fastavro.validation.validate(record[name], field["type"], raise_errors=False):
+            return f"field {name!r}: {record[name]!r} is not of type {_type_name(field['type'])}"
+    return f"cannot encode as {schema.name}: {exc}"
+
+
+def _type_name(avro_type: Any) -> str:
+    if isinstance(avro_type, list):
+        return " or ".join(_type_name(t) for t in avro_type)
+    if isinstance(avro_type, dict):
+        return str(avro_type.get("logicalType") or avro_type.get("type"))
+    return str(avro_type).rsplit(".", 1)[-1]

@@ -1,0 +1,64 @@
+"""Integration fixtures: a real Kafka-protocol broker for the whole session.
+
+The embedded Tansu broker is started on a free port, unless
+``STREAMML_TEST_BOOTSTRAP_SERVERS`` names a cluster to use instead. Each test
+gets its own namespace, so its topics and consumer groups are unique.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from streamml.broker import EmbeddedBroker
+from streamml.config import Settings, load_settings
+from streamml.kafka import create_topics
+from streamml.topics import Topics
+
+pytestmark = pytest.mark.integration
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def bootstrap_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    external = os.environ.get("STREAMML_TEST_BOOTSTRAP_SERVERS")
+    if external:
+        yield external
+        return
+    broker = EmbeddedBroker(port=_free_port(), home=tmp_path_factory.mktemp("broker"))
+    broker.start(timeout=30)
+    try:
+        yield broker.bootstrap_servers
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def settings(bootstrap_servers: str, tmp_path: Path) -> Settings:
+    """Settings for one test: the session broker and a unique namespace."""
+    return load_settings(
+        env={},
+        bootstrap_servers=bootstrap_servers,
+        namespace=f"t{uuid.uuid4().hex[:10]}.",
+        home=tmp_path / "home",
+        publish_every_events=500,
+        publish_every_seconds=5.0,
+    )
+
+
+@pytest.fixture
+def topics(settings: Settings) -> Topics:
+    """The pipeline topics of this test's namespace, created."""
+    names = Topics.from_settings(settings)
+    create_topics(settings, names.specs(settings))
+    return names

@@ -1,0 +1,86 @@
+"""The embedded broker, topic creation, the topic reader and lag, on a real broker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from confluent_kafka import TopicPartition
+
+from streamml.broker import EmbeddedBroker
+from streamml.config import Settings
+from streamml.errors import BrokerError
+from streamml.kafka import create_topics, make_consumer, make_producer
+from streamml.lag import consumer_lag, log_end_offsets
+from streamml.reader import read_to_end
+from streamml.topics import Topics
+
+pytestmark = pytest.mark.integration
+
+
+def test_create_topics_is_idempotent(settings: Settings) -> None:
+    topics = Topics.from_settings(settings)
+    first = create_topics(settings, topics.specs(settings))
+    second = create_topics(settings, topics.specs(settings))
+    assert set(first.values()) == {"created"}
+    assert set(second.values()) == {"exists"}
+
+
+def test_log_end_is_the_real_end_not_the_last_batch_base(settings: Settings, topics: Topics) -> None:
+    producer = make_producer(settings)
+    for i in range(1000):  # one linger window: few batches, so ListOffsets alone would be wrong on Tansu
+        producer.produce(topics.raw_events, value=b"x", partition=0)
+    assert producer.flush(10) == 0
+    ends = log_end_offsets(settings, [(topics.raw_events, 0), (topics.raw_events, 1)])
+    assert ends == {(topics.raw_events, 0): 1000, (topics.raw_events, 1): 0}
+
+
+def test_lag_counts_from_the_committed_offset(settings: Settings, topics: Topics) -> None:
+    producer = make_producer(settings)
+    for i in range(300):
+        producer.produce(topics.features, value=b"x", partition=i % 3)
+    assert producer.flush(10) == 0
+    group = settings.topic("streamml.learner")
+    consumer = make_consumer(settings, group)
+    consumer.commit(offsets=[TopicPartition(topics.features, 0, 60)], asynchronous=False)
+    consumer.close()
+    [report] = consumer_lag(settings, [group], topics={group: [topics.features]})
+    by_partition = {row.partition: row for row in report.partitions}
+    assert by_partition[0].committed == 60 and by_partition[0].lag == 40
+    assert by_partition[1].committed is None and by_partition[1].lag == 100
+    assert report.total == 240
+
+
+def test_read_to_end_returns_every_record(settings: Settings, topics: Topics) -> None:
+    producer = make_producer(settings)
+    for i in range(250):
+        producer.produce(topics.predictions, key=str(i), value=str(i).encode())
+    assert producer.flush(10) == 0
+    values = sorted(int(m.value()) for m in read_to_end(settings, topics.predictions))
+    assert values == list(range(250))
+    assert list(read_to_end(settings, topics.models)) == []
+
+
+def test_second_broker_on_a_taken_port_is_refused(bootstrap_servers: str, tmp_path: Path) -> None:
+    port = int(bootstrap_servers.rsplit(":", 1)[1])
+    with pytest.raises(BrokerError, match="already in use|already runs"):
+        EmbeddedBroker(port=port, home=tmp_path).start(timeout=5)
+
+
+def test_broker_start_status_stop(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    broker = EmbeddedBroker(port=port, home=tmp_path)
+    broker.start(timeout=30)
+    try:
+        # A second handle (as 'streamml broker status' in another process) sees it through the state file.
+        other = EmbeddedBroker(port=port, home=tmp_path)
+        assert other.status().running
+        assert other.stop() is True
+        assert not broker.status().running
+    finally:
+        broker.stop()
+    assert broker.stop() is False
