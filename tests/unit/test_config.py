@@ -1,0 +1,110 @@
+"""Settings: parsing, validation, secrets and overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from streamml.config import Secret, Settings, load_settings, parse_bool
+from streamml.errors import ConfigError
+
+
+def test_defaults_without_environment() -> None:
+    settings = load_settings(env={})
+    assert settings.bootstrap_servers == "127.0.0.1:9092"
+    assert settings.partitions == 3
+    assert settings.model_signing_key is None
+
+
+@pytest.mark.parametrize(
+    ("var", "raw", "field", "expected"),
+    [
+        ("STREAMML_BOOTSTRAP_SERVERS", "k1:9092,k2:9093", "bootstrap_servers", "k1:9092,k2:9093"),
+        ("STREAMML_PARTITIONS", " 6 ", "partitions", 6),
+        ("STREAMML_PUBLISH_EVERY_SECONDS", "2.5", "publish_every_seconds", 2.5),
+        ("STREAMML_HOME", "/tmp/x", "home", Path("/tmp/x")),
+        ("STREAMML_NAMESPACE", "team-a.", "namespace", "team-a."),
+        ("STREAMML_SASL_MECHANISM", "", "sasl_mechanism", None),
+    ],
+)
+def test_environment_values_are_parsed(var: str, raw: str, field: str, expected: object) -> None:
+    assert getattr(load_settings(env={var: raw}), field) == expected
+
+
+def test_all_problems_are_reported_at_once() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(
+            env={
+                "STREAMML_PARTITIONS": "three",
+                "STREAMML_BROKER_PORT": "70000",
+                "STREAMML_BOOTSTRAP_SERVER": "x:1",
+            }
+        )
+    message = str(info.value)
+    assert "STREAMML_PARTITIONS" in message
+    assert "did you mean STREAMML_BOOTSTRAP_SERVERS" in message
+    # Range errors surface once parsing succeeds, again all of them.
+    with pytest.raises(ConfigError) as info:
+        load_settings(env={"STREAMML_BROKER_PORT": "70000", "STREAMML_PARTITIONS": "0"})
+    assert "2 invalid settings" in str(info.value)
+    assert "broker_port" in str(info.value) and "partitions" in str(info.value)
+
+
+@pytest.mark.parametrize("servers", ["", "localhost", "host:port", ":9092"])
+def test_bad_bootstrap_servers_are_refused_with_an_example(servers: str) -> None:
+    with pytest.raises(ConfigError, match="bootstrap_servers"):
+        load_settings(env={"STREAMML_BOOTSTRAP_SERVERS": servers})
+
+
+def test_test_variables_are_not_settings() -> None:
+    load_settings(env={"STREAMML_TEST_BOOTSTRAP_SERVERS": "x:1"})
+
+
+def test_secrets_never_show() -> None:
+    settings = load_settings(
+        env={
+            "STREAMML_SASL_MECHANISM": "PLAIN",
+            "STREAMML_SASL_USERNAME": "alice",
+            "STREAMML_SASL_PASSWORD": "hunter2",
+            "STREAMML_MODEL_SIGNING_KEY": "k3y",
+        }
+    )
+    assert "hunter2" not in repr(settings) and "k3y" not in repr(settings)
+    assert "hunter2" not in str(settings.sasl_password)
+    assert settings.sasl_password is not None and settings.sasl_password.get() == "hunter2"
+
+
+def test_sasl_mechanism_needs_credentials() -> None:
+    with pytest.raises(ConfigError, match="SASL_USERNAME"):
+        load_settings(env={"STREAMML_SASL_MECHANISM": "PLAIN"})
+
+
+def test_settings_are_immutable_and_overrides_parse_like_env() -> None:
+    settings = load_settings(env={})
+    with pytest.raises(AttributeError):
+        settings.partitions = 5  # type: ignore[misc]
+    changed = settings.with_overrides(partitions="7", bootstrap_servers=None)
+    assert changed.partitions == 7 and changed.bootstrap_servers == settings.bootstrap_servers
+    with pytest.raises(ConfigError, match="unknown setting"):
+        settings.with_overrides(partition=3)
+
+
+@pytest.mark.parametrize(("raw", "value"), [("1", True), ("TRUE", True), ("off", False), (" no ", False)])
+def test_booleans_are_strict(raw: str, value: bool) -> None:
+    assert parse_bool(raw) is value
+
+
+@pytest.mark.parametrize("raw", ["", "2", "y", "enabled"])
+def test_unknown_boolean_spellings_are_errors(raw: str) -> None:
+    with pytest.raises(ValueError):
+        parse_bool(raw)
+
+
+def test_namespace_prefixes_topic_and_group_names() -> None:
+    from streamml.topics import Groups, Topics
+
+    settings = Settings(namespace="ci-42.")
+    assert Topics.from_settings(settings).models == "ci-42.models.v1"
+    assert Groups.from_settings(settings).learner == "ci-42.streamml.learner"
+    assert Secret("a") == Secret("a")
