@@ -127,6 +127,19 @@ class Settings:
         """Return a topic or group name with this pipeline's namespace prefix."""
         return f"{self.namespace}{base}"
 
+    def to_env(self) -> dict[str, str]:
+        """Return ``STREAMML_*`` variables that reproduce these settings in a child process.
+
+        Secrets are included (a child needs them); never log the result.
+        """
+        env: dict[str, str] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            env[ENV_PREFIX + f.name.upper()] = value.get() if isinstance(value, Secret) else str(value)
+        return env
+
     @property
     def window_field_list(self) -> list[str]:
         """``window_fields`` split into names."""

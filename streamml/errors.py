@@ -14,7 +14,8 @@ clear line::
     ├── EnvelopeError            a model envelope cannot be trusted or loaded
     │   └── ModelTooLargeError   an envelope is over the topic's message size limit
     ├── ModelNotReadyError       a prediction was asked for before any model was loaded
-    └── SourceError              an event source (file, generator) cannot be read
+    ├── SourceError              an event source (file, generator) cannot be read
+    └── ComponentError           a supervised pipeline component exited unexpectedly
 
 Library errors are translated at the boundary with ``raise ... from exc`` so the
 original cause stays on the traceback for debugging.
@@ -34,6 +35,7 @@ __all__ = [
     "ModelTooLargeError",
     "ModelNotReadyError",
     "SourceError",
+    "ComponentError",
 ]
 
 
@@ -106,3 +108,7 @@ class ModelNotReadyError(StreamMLError):
 
 class SourceError(StreamMLError):
     """An event source (file or generator) cannot be opened or read."""
+
+
+class ComponentError(StreamMLError):
+    """A supervised pipeline component (a child process) exited unexpectedly."""

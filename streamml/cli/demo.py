@@ -1,3 +1,137 @@
-"""Placeholder: filled in by the demo work."""
+"""``streamml demo``: the whole system on the embedded broker, with a live view and a summary."""
 
-COMMANDS: list = []
+from __future__ import annotations
+
+import time
+
+import click
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+from streamml.cli.options import connection_options, settings_from
+from streamml.config import Settings
+from streamml.demo import DemoOptions, DemoProgress, DemoResult, run_demo
+
+__all__ = ["COMMANDS"]
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _progress_table(p: DemoProgress) -> Table:
+    s = p.snapshot
+    table = Table(title=f"streamml demo: {p.stage} ({p.elapsed:.0f}s)", show_header=False, min_width=60)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    latest = s.latest
+    table.add_row("events produced", f"{s.produced:,}")
+    table.add_row("valid (featurized)", f"{s.features:,}")
+    table.add_row("quarantined", f"{s.quarantined:,}")
+    table.add_row("predictions", f"{s.predictions:,}")
+    table.add_row("model versions published", str(len(s.versions)) + (f" (latest v{latest.version})" if latest else ""))
+    table.add_row("learner accuracy (rolling 1k)", _pct(latest.rolling_accuracy if latest else None))
+    table.add_row("scorer accuracy (rolling 1k)", _pct(s.scorer_rolling))
+    table.add_row("SDK subscriber model", f"v{p.sdk_version} ({p.sdk_swaps} swaps)" if p.sdk_version else "not ready")
+    table.add_row("consumer lag", ", ".join(f"{g.group.rsplit('.', 1)[-1]}={g.total}" for g in p.lag) or "-")
+    return table
+
+
+def _summary(result: DemoResult, console: Console) -> None:
+    s = result.snapshot
+    table = Table(title="streamml demo: summary", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("broker", result.bootstrap_servers)
+    table.add_row("events produced", f"{s.produced:,} in {result.elapsed:.1f}s")
+    table.add_row("valid, featurized", f"{s.features:,}")
+    reasons = ", ".join(f"{rule}={n}" for rule, n in s.quarantine_rules.most_common())
+    table.add_row("quarantined (dead letters)", f"{s.quarantined:,}" + (f"  [{reasons}]" if reasons else ""))
+    table.add_row("predictions", f"{s.predictions:,} by {len(s.versions_scored)} model versions")
+    if s.versions:
+        table.add_row("model versions published", f"{len(s.versions)} (v{s.versions[0].version}..v{s.versions[-1].version})")
+        table.add_row("learner accuracy", f"{_pct(s.latest.accuracy)} progressive, {_pct(s.latest.rolling_accuracy)} last 1k")
+    table.add_row("scorer accuracy", f"{_pct(s.scorer_accuracy)} overall, {_pct(s.scorer_rolling)} last 1k")
+    table.add_row("SDK subscriber", f"v{result.sdk_version}, {result.sdk_swaps} swaps, {result.sdk_refused} refused")
+    for group in result.lag:
+        table.add_row(f"lag {group.group}", str(group.total))
+    table.add_row("component exits", ", ".join(f"{k}={v}" for k, v in result.exit_codes.items()))
+    table.add_row("logs", str(result.run_dir))
+    console.print(table)
+
+    versions = Table(title="model versions (progressive validation at publish time)")
+    for column in ("version", "learned", "accuracy", "rolling 1k", "predictions made"):
+        versions.add_column(column, justify="right")
+    for v in s.versions:
+        versions.add_row(
+            f"v{v.version}", f"{v.n_learned:,}", _pct(v.accuracy), _pct(v.rolling_accuracy),
+            f"{s.versions_scored.get(v.version, 0):,}",
+        )
+    console.print(versions)
+    for check, passed in result.checks.items():
+        console.print(f"  {'[green]✓[/green]' if passed else '[red]✗[/red]'} {check}")
+
+
+@click.command("demo")
+@connection_options
+@click.option("--events", type=click.IntRange(min=100), default=20_000, show_default=True, help="Events to stream.")
+@click.option("--rate", type=float, default=2000.0, show_default=True, help="Events per second (0: as fast as possible).")
+@click.option("--bad-fraction", type=click.FloatRange(0, 0.5), default=0.02, show_default=True, help="Share of malformed events injected.")
+@click.option("--publish-every", type=int, default=None, help="Publish a model version every N learned events [default 2000].")
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--port", type=int, default=None, help="Port for the embedded broker [default: a free one].")
+@click.option("--timeout", type=float, default=600.0, show_default=True, help="Give up if the pipeline has not drained by then.")
+def demo(
+    bootstrap_servers: str | None,
+    namespace: str | None,
+    events: int,
+    rate: float,
+    bad_fraction: float,
+    publish_every: int | None,
+    seed: int,
+    port: int | None,
+    timeout: float,
+) -> None:
+    """Run the whole pipeline on a drifting event stream and print a summary.
+
+    Starts the embedded broker (unless --bootstrap-servers or
+    STREAMML_BOOTSTRAP_SERVERS names a cluster), creates the topics, runs the
+    processor, learner and scorer, streams EVENTS synthetic events with concept
+    drift, and stops everything it started. Exits 0 when every check passes.
+    """
+    settings = settings_from(bootstrap_servers=bootstrap_servers, namespace=namespace, publish_every_events=publish_every)
+    options = DemoOptions(
+        events=events,
+        rate=rate or None,
+        bad_fraction=bad_fraction,
+        seed=seed,
+        timeout=timeout,
+        embedded=settings.bootstrap_servers == Settings().bootstrap_servers,
+        port=port,
+    )
+    console = Console()
+    if console.is_terminal:
+        with Live(console=console, refresh_per_second=4, transient=True) as live:
+            result = run_demo(settings, options, lambda p: live.update(Group(_progress_table(p))))
+    else:
+        last = [0.0]
+
+        def plain(p: DemoProgress) -> None:
+            if time.monotonic() - last[0] >= 3.0:
+                last[0] = time.monotonic()
+                s = p.snapshot
+                click.echo(
+                    f"[{p.elapsed:5.0f}s] {p.stage}: produced={s.produced} valid={s.features} "
+                    f"quarantined={s.quarantined} predictions={s.predictions} versions={len(s.versions)} "
+                    f"sdk=v{p.sdk_version} lag={sum(g.total for g in p.lag)}"
+                )
+
+        result = run_demo(settings, options, plain)
+    _summary(result, console)
+    if not result.ok:
+        failed = [name for name, passed in result.checks.items() if not passed]
+        raise click.ClickException(f"demo finished but checks failed: {'; '.join(failed)}")
+
+
+COMMANDS = [demo]

@@ -108,3 +108,8 @@ def test_namespace_prefixes_topic_and_group_names() -> None:
     assert Topics.from_settings(settings).models == "ci-42.models.v1"
     assert Groups.from_settings(settings).learner == "ci-42.streamml.learner"
     assert Secret("a") == Secret("a")
+
+
+def test_to_env_reproduces_the_settings() -> None:
+    settings = load_settings(env={"STREAMML_MODEL_SIGNING_KEY": "k"}, namespace="n.", partitions=5, window_seconds=2.5)
+    assert load_settings(env=settings.to_env()) == settings

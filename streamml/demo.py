@@ -1,0 +1,240 @@
+"""The end-to-end demo: the whole pipeline on one machine, bounded, checked.
+
+It starts (unless given a cluster) the embedded broker, creates the topics,
+runs the processor, learner and scorer as the same child processes a
+deployment runs, streams a drifting synthetic event stream into them,
+subscribes to the models topic in-process with the SDK, and watches the topics
+until every event is accounted for. Then it stops everything it started, in
+order, and returns a result the caller renders.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from streamml.broker import EmbeddedBroker
+from streamml.config import Settings
+from streamml.errors import StreamMLError
+from streamml.kafka import create_topics, wait_for_broker
+from streamml.lag import GroupLag
+from streamml.monitor import PipelineMonitor, PipelineSnapshot
+from streamml.supervisor import Supervisor
+from streamml.topics import Groups, Topics
+
+__all__ = ["DemoOptions", "DemoResult", "DemoProgress", "run_demo"]
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """What ``streamml demo`` was asked for."""
+
+    events: int = 20_000
+    rate: float | None = 2000.0
+    bad_fraction: float = 0.02
+    seed: int = 42
+    timeout: float = 600.0
+    embedded: bool = True
+    port: int | None = None
+
+
+@dataclass
+class DemoProgress:
+    """What the live view shows; refreshed about twice a second."""
+
+    stage: str
+    elapsed: float
+    snapshot: PipelineSnapshot
+    lag: list[GroupLag] = field(default_factory=list)
+    sdk_version: int | None = None
+    sdk_swaps: int = 0
+
+
+@dataclass
+class DemoResult:
+    """The outcome: the final snapshot, lag after shutdown and the checks that passed or failed."""
+
+    snapshot: PipelineSnapshot
+    lag: list[GroupLag]
+    sdk_version: int | None
+    sdk_swaps: int
+    sdk_refused: int
+    elapsed: float
+    bootstrap_servers: str
+    run_dir: Path
+    exit_codes: dict[str, int]
+    checks: dict[str, bool]
+
+    @property
+    def ok(self) -> bool:
+        return all(self.checks.values())
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_demo(
+    settings: Settings,
+    options: DemoOptions,
+    on_progress: Callable[[DemoProgress], None] = lambda progress: None,
+) -> DemoResult:
+    """Run the demo to completion and return its result.
+
+    Raises a :class:`~streamml.errors.StreamMLError` if the broker or a
+    component fails, or if the pipeline has not drained within
+    ``options.timeout`` seconds. Everything started is stopped in any case,
+    including on KeyboardInterrupt.
+    """
+    started = time.monotonic()
+    run_dir = settings.home / "demo" / time.strftime("%Y%m%d-%H%M%S")
+    broker: EmbeddedBroker | None = None
+    if options.embedded:
+        broker = EmbeddedBroker(port=options.port or _free_port(), home=run_dir)
+        on_progress(DemoProgress("starting the embedded broker", 0.0, PipelineSnapshot()))
+        broker.start()
+        settings = settings.with_overrides(bootstrap_servers=broker.bootstrap_servers)
+    try:
+        return _run(settings, options, run_dir, started, on_progress)
+    finally:
+        if broker is not None:
+            broker.stop()
+
+
+def _run(
+    settings: Settings,
+    options: DemoOptions,
+    run_dir: Path,
+    started: float,
+    on_progress: Callable[[DemoProgress], None],
+) -> DemoResult:
+    from consumers import ModelSubscriber  # the SDK an application would use
+    from streamml.cli.lag import pipeline_lag
+
+    wait_for_broker(settings, timeout=30)
+    topics = Topics.from_settings(settings)
+    create_topics(settings, topics.specs(settings))
+    groups = Groups.from_settings(settings)
+    deadline = started + options.timeout
+
+    def progress(stage: str, snapshot: PipelineSnapshot, lag: list[GroupLag] | None = None) -> None:
+        on_progress(
+            DemoProgress(stage, time.monotonic() - started, snapshot, lag or [], subscriber.version, subscriber.swaps)
+        )
+
+    subscriber = ModelSubscriber(settings)
+    monitor = PipelineMonitor(settings)
+    with Supervisor(settings, run_dir) as supervisor, subscriber:
+        supervisor.start("processor", ["process"])
+        supervisor.start("learner", ["learn"])
+        supervisor.start("scorer", ["score"])
+        produce = ["produce", "--source", "synthetic", "--limit", str(options.events)]
+        produce += ["--bad-fraction", str(options.bad_fraction), "--seed", str(options.seed)]
+        if options.rate:
+            produce += ["--rate", str(options.rate)]
+        supervisor.start("producer", produce, expected_exit=True)
+
+        lag: list[GroupLag] = []
+        last_lag = 0.0
+        while True:
+            supervisor.check()
+            snapshot = monitor.poll()
+            now = time.monotonic()
+            if now - last_lag > 2.0:
+                lag = pipeline_lag(settings)
+                last_lag = now
+            producer_done = supervisor.components["producer"].exit_code == 0
+            drained = (
+                producer_done
+                and snapshot.produced > 0
+                and snapshot.features + snapshot.quarantined == snapshot.produced
+                and snapshot.predictions == snapshot.features
+            )
+            if drained:
+                lag = pipeline_lag(settings)
+                last_lag = now
+                if sum(g.total for g in lag) == 0:
+                    break
+            progress("streaming" if not producer_done else "draining", snapshot, lag)
+            if now > deadline:
+                raise StreamMLError(
+                    f"the pipeline did not drain within {options.timeout:g}s "
+                    f"(produced {snapshot.produced}, features {snapshot.features}, "
+                    f"quarantined {snapshot.quarantined}, predictions {snapshot.predictions}); logs in {run_dir}"
+                )
+            time.sleep(0.5)  # refresh interval of the live view, not a wait for a condition
+
+        # The learner publishes a last version on shutdown; the SDK subscriber
+        # must swap to it while the rest keeps running.
+        progress("publishing the final model", snapshot, lag)
+        exit_codes = {"learner": supervisor.stop("learner")}
+        snapshot = monitor.poll()
+        final_version = snapshot.latest.version if snapshot.latest else None
+        if final_version is not None:
+            subscriber.wait_for_version(final_version, timeout=30)
+        progress("stopping", snapshot, lag)
+        exit_codes.update(supervisor.stop_all())
+    monitor.close()
+    # Offsets are committed on shutdown: lag after it is the honest final figure.
+    lag = pipeline_lag(settings)
+    snapshot = _final_snapshot(settings)
+    checks = _checks(snapshot, lag, exit_codes, subscriber, final_version, options)
+    return DemoResult(
+        snapshot=snapshot,
+        lag=lag,
+        sdk_version=subscriber.version,
+        sdk_swaps=subscriber.swaps,
+        sdk_refused=len(subscriber.refused),
+        elapsed=time.monotonic() - started,
+        bootstrap_servers=settings.bootstrap_servers,
+        run_dir=run_dir,
+        exit_codes=exit_codes,
+        checks=checks,
+    )
+
+
+def _final_snapshot(settings: Settings, timeout: float = 60.0) -> PipelineSnapshot:
+    """Read every output topic once more from the start, so the summary is what the topics hold."""
+    monitor = PipelineMonitor(settings)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            snapshot = monitor.poll(max_records=50_000)
+            seen = sum(snapshot.versions_scored.values())
+            complete = seen >= snapshot.predictions and sum(snapshot.quarantine_rules.values()) >= snapshot.quarantined
+            if complete or time.monotonic() > deadline:
+                return snapshot
+    finally:
+        monitor.close()
+
+
+def _checks(
+    snapshot: PipelineSnapshot,
+    lag: list[GroupLag],
+    exit_codes: dict[str, int],
+    subscriber: Any,
+    final_version: int | None,
+    options: DemoOptions,
+) -> dict[str, bool]:
+    checks = {
+        "every event is in features or dead letters": snapshot.features + snapshot.quarantined == snapshot.produced,
+        "every feature vector was scored": snapshot.predictions == snapshot.features,
+        "several model versions were published": len(snapshot.versions) >= 2,
+        "versions increase": all(a.version < b.version for a, b in zip(snapshot.versions, snapshot.versions[1:])),
+        "the scorer used several versions": len(snapshot.versions_scored) >= 2,
+        "the SDK subscriber swapped to the final version": final_version is not None
+        and subscriber.version == final_version,
+        "lag is back to zero": sum(g.total for g in lag) == 0,
+        "every component stopped cleanly": all(code == 0 for code in exit_codes.values()),
+    }
+    if options.bad_fraction > 0:
+        checks["bad events were quarantined with reasons"] = (
+            snapshot.quarantined > 0 and "unknown" not in snapshot.quarantine_rules
+        )
+    return checks

@@ -1,0 +1,158 @@
+"""A live view of a running pipeline, read from its topics.
+
+The monitor reads what the components wrote, not what they say about
+themselves: event counts from log-end offsets, quarantine reasons from
+dead-letter headers, model versions and learner metrics from the models
+topic, and the consuming app's versions and accuracy from the predictions
+topic. It uses ``assign()`` (no consumer group), so watching never adds lag.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+from streamml.config import Settings
+from streamml.envelope import decode_envelope
+from streamml.errors import EnvelopeError, SerializationError
+from streamml.kafka import make_consumer
+from streamml.lag import log_end_offsets
+from streamml.reader import partitions_of
+from streamml.serde import AvroSerde, bundled_schema, header_value
+from streamml.topics import Topics
+
+__all__ = ["PipelineSnapshot", "PipelineMonitor", "ModelVersionSeen"]
+
+_ROLLING = 1000
+
+
+@dataclass(frozen=True)
+class ModelVersionSeen:
+    """One envelope on the models topic, as the monitor saw it."""
+
+    version: int
+    created_at: int
+    n_learned: int
+    accuracy: float | None
+    rolling_accuracy: float | None
+
+
+@dataclass
+class PipelineSnapshot:
+    """Counts and metrics at one moment."""
+
+    produced: int = 0
+    features: int = 0
+    quarantined: int = 0
+    predictions: int = 0
+    quarantine_rules: Counter[str] = field(default_factory=Counter)
+    versions: list[ModelVersionSeen] = field(default_factory=list)
+    versions_scored: Counter[int] = field(default_factory=Counter)
+    scorer_correct: int = 0
+    scorer_labelled: int = 0
+    scorer_rolling: float | None = None
+
+    @property
+    def latest(self) -> ModelVersionSeen | None:
+        return self.versions[-1] if self.versions else None
+
+    @property
+    def scorer_accuracy(self) -> float | None:
+        return self.scorer_correct / self.scorer_labelled if self.scorer_labelled else None
+
+
+class PipelineMonitor:
+    """Incrementally reads the pipeline's output topics; call :meth:`poll` often."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._topics = Topics.from_settings(settings)
+        self._predictions = AvroSerde(bundled_schema("prediction.avsc"))
+        self._consumer = make_consumer(
+            settings, f"streamml.monitor.{uuid.uuid4().hex}", **{"enable.auto.commit": False}
+        )
+        watched = [self._topics.models, self._topics.predictions, self._topics.dead_letters]
+        self._consumer.assign(
+            [TopicPartition(t, p, OFFSET_BEGINNING) for t in watched for p in partitions_of(settings, t)]
+        )
+        self._counted = {
+            t: partitions_of(settings, t)
+            for t in (self._topics.raw_events, self._topics.features, self._topics.dead_letters, self._topics.predictions)
+        }
+        self._recent: deque[bool] = deque(maxlen=_ROLLING)
+        self.snapshot = PipelineSnapshot()
+        self.undecodable = 0
+
+    def poll(self, max_records: int = 5000) -> PipelineSnapshot:
+        """Read what is new (up to ``max_records``) and refresh the counts."""
+        remaining = max_records
+        while remaining > 0:
+            batch = self._consumer.consume(min(remaining, 1000), timeout=0.05)
+            if not batch:
+                break
+            remaining -= len(batch)
+            for message in batch:
+                if message.error() is None:
+                    self._take(message)
+        ends = log_end_offsets(
+            self._settings, [(t, p) for t, parts in self._counted.items() for p in parts], timeout=5.0
+        )
+        total = Counter[str]()
+        for (topic, _), end in ends.items():
+            total[topic] += end
+        snap = self.snapshot
+        snap.produced = total[self._topics.raw_events]
+        snap.features = total[self._topics.features]
+        snap.quarantined = total[self._topics.dead_letters]
+        snap.predictions = total[self._topics.predictions]
+        return snap
+
+    def _take(self, message: object) -> None:
+        topic = message.topic()  # type: ignore[attr-defined]
+        if topic == self._topics.dead_letters:
+            rule = header_value(message.headers(), "streamml.dlq.rule")  # type: ignore[attr-defined]
+            self.snapshot.quarantine_rules[rule.decode(errors="replace") if rule else "unknown"] += 1
+        elif topic == self._topics.models:
+            try:
+                env = decode_envelope(message.value(), message.headers())  # type: ignore[attr-defined]
+            except EnvelopeError:
+                self.undecodable += 1
+                return
+            if env.model_name == self._settings.model_name:
+                self.snapshot.versions.append(
+                    ModelVersionSeen(
+                        env.version,
+                        env.created_at,
+                        env.n_learned,
+                        env.metrics.get("accuracy"),
+                        env.metrics.get("rolling_accuracy"),
+                    )
+                )
+        elif topic == self._topics.predictions:
+            try:
+                record = self._predictions.decode(message.value(), message.headers())  # type: ignore[attr-defined]
+            except SerializationError:
+                self.undecodable += 1
+                return
+            snap = self.snapshot
+            snap.versions_scored[record["model_version"]] += 1
+            if record["label"] is not None and record["prediction"] is not None:
+                correct = _same(record["prediction"], record["label"])
+                snap.scorer_labelled += 1
+                snap.scorer_correct += correct
+                self._recent.append(correct)
+                snap.scorer_rolling = sum(self._recent) / len(self._recent)
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def _same(prediction: object, label: object) -> bool:
+    # Labels travel as Avro unions (int 1 vs bool True): compare by value.
+    try:
+        return float(prediction) == float(label)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return prediction == label
