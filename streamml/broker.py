@@ -118,7 +118,7 @@ class EmbeddedBroker:
         from confluent_kafka import KafkaException
         from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})
+        admin: AdminClient | None = None
         deadline = time.monotonic() + timeout
         while True:
             assert self._process is not None
@@ -127,6 +127,12 @@ class EmbeddedBroker:
                     f"the embedded broker exited with code {self._process.returncode}: {self._log_tail()}"
                 )
             try:
+                # Until the port accepts connections, librdkafka would log a
+                # "Connection refused" line per attempt; wait for the socket first.
+                if admin is None:
+                    if not _port_in_use(self.host, self.port):
+                        raise KafkaException("port not open yet")
+                    admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})
                 admin.list_topics(timeout=1.0)
                 return
             except KafkaException:
@@ -134,6 +140,7 @@ class EmbeddedBroker:
                     raise BrokerError(
                         f"the embedded broker did not answer within {timeout:g}s: {self._log_tail()}"
                     ) from None
+                time.sleep(0.02)  # the port is polled; the process check above re-runs each turn
 
     def stop(self, timeout: float = 10.0) -> bool:
         """Stop the broker this object or a recorded ``start`` started.

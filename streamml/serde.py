@@ -31,7 +31,7 @@ from typing import Any
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from streamml.errors import SchemaError, SerializationError
+from streamml.errors import RecordError, SchemaError, SerializationError
 
 __all__ = [
     "SCHEMA_HEADER",
@@ -187,12 +187,13 @@ class AvroSerde:
         return list(self._headers)
 
     def encode(self, record: Mapping[str, Any]) -> bytes:
-        """Encode one record; raise :class:`SerializationError` naming the field."""
+        """Encode one record; raise :class:`RecordError` with the failing field when known."""
         buffer = io.BytesIO()
         try:
             fastavro.schemaless_writer(buffer, self.reader.parsed, record)
         except Exception as exc:  # fastavro raises ValueError, TypeError, KeyError, ...
-            raise SerializationError(_describe_encode_error(self.reader, record, exc)) from exc
+            field, reason = _describe_encode_error(self.reader, record, exc)
+            raise RecordError(reason, field=field) from exc
         return buffer.getvalue()
 
     def decode(self, value: bytes | None, headers: Headers = None) -> dict[str, Any]:
@@ -230,17 +231,19 @@ class AvroSerde:
         return record
 
 
-def _describe_encode_error(schema: AvroSchema, record: Mapping[str, Any], exc: Exception) -> str:
-    """Name the first field that does not fit, which fastavro's message often omits."""
+def _describe_encode_error(
+    schema: AvroSchema, record: Mapping[str, Any], exc: Exception
+) -> tuple[str | None, str]:
+    """Return (field, reason) for the first field that does not fit; fastavro's message often omits it."""
     if not isinstance(record, Mapping):
-        return f"expected a mapping, got {type(record).__name__}"
+        return None, f"expected a mapping, got {type(record).__name__}"
     for field in schema.parsed["fields"]:
         name = field["name"]
         if name not in record and "default" not in field:
-            return f"field {name!r}: missing"
+            return name, "missing"
         if name in record and not fastavro.validation.validate(record[name], field["type"], raise_errors=False):
-            return f"field {name!r}: {record[name]!r} is not of type {_type_name(field['type'])}"
-    return f"cannot encode as {schema.name}: {exc}"
+            return name, f"{record[name]!r} is not of type {_type_name(field['type'])}"
+    return None, f"cannot encode as {schema.name}: {exc}"
 
 
 def _type_name(avro_type: Any) -> str:

@@ -1,3 +1,106 @@
-"""Placeholder: filled in by the produce work."""
+"""``streamml produce``: send synthetic or file events to the raw events topic."""
 
-COMMANDS: list = []
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from streamml.cli.options import connection_options, settings_from
+from streamml.errors import KafkaClientError
+from streamml.kafka import describe_topics, wait_for_broker
+from streamml.topics import Topics
+
+__all__ = ["COMMANDS"]
+
+
+@click.command("produce")
+@connection_options
+@click.option(
+    "--source", "-s", "source_spec", default="synthetic", show_default=True, metavar="synthetic|PATH",
+    help="'synthetic' (drifting loan applications) or a .csv, .jsonl or .parquet file.",
+)
+@click.option(
+    "--limit", "-n", type=click.IntRange(min=1), default=None, metavar="N",
+    help="Send at most N events. Synthetic: the stream's length, drift at N/2 [default: 10000].",
+)
+@click.option(
+    "--rate", type=click.FloatRange(min=0, min_open=True), default=None, metavar="EVENTS_PER_S",
+    help="Send at most this many events per second [default: as fast as possible].",
+)
+@click.option("--topic", default=None, help="Topic to write to [default: the namespace's events.raw.v1].")
+@click.option(
+    "--bad-fraction", type=click.FloatRange(0, 1), default=0.0, show_default=True, metavar="F",
+    help="Synthetic only: fraction of events made bad on purpose (NaN, out of range, null, unknown category, corrupt bytes).",
+)
+@click.option("--seed", type=int, default=42, show_default=True, help="Synthetic only: random seed.")
+@click.option(
+    "--schema", "schema_path", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="PATH.avsc",
+    help="Avro schema of the events [env STREAMML_SCHEMA_PATH; default: the bundled demo schema].",
+)
+def produce_command(
+    bootstrap_servers: str | None,
+    namespace: str | None,
+    source_spec: str,
+    limit: int | None,
+    rate: float | None,
+    topic: str | None,
+    bad_fraction: float,
+    seed: int,
+    schema_path: Path | None,
+) -> None:
+    """Send events to Kafka, with a progress bar and a one-line summary.
+
+    Exits non-zero if any event could not be delivered, or if a file row does
+    not fit the schema (the error names the row and the field).
+    """
+    from producers import produce, open_source  # deferred: keeps `streamml --help` fast
+
+    settings = settings_from(bootstrap_servers=bootstrap_servers, namespace=namespace, schema_path=schema_path)
+    # Open the source first: a bad path or a missing column fails before any connection.
+    source = open_source(source_spec, settings, length=limit, seed=seed, bad_fraction=bad_fraction)
+    target = topic or Topics.from_settings(settings).raw_events
+    wait_for_broker(settings, timeout=15)
+    if target not in describe_topics(settings, [target]):
+        raise KafkaClientError(f"topic {target} does not exist; create it with 'streamml topics create'")
+
+    total = limit if limit is not None else (len(source) if hasattr(source, "__len__") else None)
+    console = Console(stderr=True)
+    # Without a terminal (CI, pipes) rich would print the final bar on stderr;
+    # the summary line on stdout says the same, and stderr stays for errors.
+    progress = Progress(
+        TextColumn("[bold]producing[/bold]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("delivered {task.fields[delivered]}"),
+        TextColumn("{task.fields[rate]:,.0f} events/s"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not console.is_terminal,
+    )
+    with progress:
+        task: TaskID = progress.add_task("produce", total=total, delivered=0, rate=0.0)
+        report = produce(
+            settings,
+            source,
+            limit=limit,
+            rate=rate,
+            topic=target,
+            on_progress=lambda r: progress.update(task, completed=r.sent, delivered=r.delivered, rate=r.rate),
+        )
+    click.echo(report.summary())
+    if not report.ok:
+        first = f"; first: {report.failures[0]}" if report.failures else ""
+        raise KafkaClientError(f"{report.sent - report.delivered} of {report.sent} events were not delivered{first}")
+
+
+COMMANDS = [produce_command]

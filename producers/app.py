@@ -1,0 +1,208 @@
+"""The producer applications use to publish their own events.
+
+Example::
+
+    from producers import EventProducer
+
+    with EventProducer(settings) as producer:
+        producer.send({"event_id": "e1", "customer_id": "c0042", ...})
+    # leaving the block flushed: every record is delivered or counted as failed
+
+Records are Avro-encoded with the settings' schema and carry the headers that
+name the writer schema. The key defaults to the record's ``settings.key_field``
+so all events of one key land on one partition, in order.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message
+
+from streamml.config import Settings
+from streamml.errors import KafkaClientError, RecordError
+from streamml.kafka import make_producer
+from streamml.serde import AvroSchema, AvroSerde
+from streamml.topics import Topics
+
+__all__ = ["EventProducer", "ProducerStats"]
+
+logger = logging.getLogger(__name__)
+
+#: Delivery failure reasons kept for reporting; the rest are only counted.
+MAX_FAILURE_REASONS = 5
+#: How long one wait for queue space lasts when librdkafka's queue is full.
+_QUEUE_FULL_WAIT = 0.5
+
+
+@dataclass(frozen=True)
+class ProducerStats:
+    """Counts of one producer since it was created (a snapshot)."""
+
+    #: Records handed to the client.
+    sent: int
+    #: Records the broker acknowledged.
+    delivered: int
+    #: Records whose delivery failed for good (after the client's retries).
+    failed: int
+    #: Value bytes handed to the client.
+    bytes: int
+    #: The first few delivery failure reasons, ``topic[partition]: error``.
+    failures: tuple[str, ...] = ()
+
+    @property
+    def pending(self) -> int:
+        """Records neither delivered nor failed yet."""
+        return self.sent - self.delivered - self.failed
+
+
+class EventProducer:
+    """Publish schema-checked events to Kafka with delivery accounting.
+
+    ``topic`` defaults to the pipeline's raw events topic and ``schema`` to the
+    schema at ``settings.schema_path``. ``client_config`` overrides librdkafka
+    properties (e.g. ``linger.ms``). Not thread-safe: use one per thread.
+    Delivery reports are served by :meth:`send`, :meth:`poll` and :meth:`flush`.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        topic: str | None = None,
+        schema: AvroSchema | None = None,
+        client_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.topic = topic or Topics.from_settings(settings).raw_events
+        self.serde = AvroSerde(schema or AvroSchema.from_file(settings.schema_path))
+        self._headers = self.serde.headers
+        self._producer = make_producer(settings, **dict(client_config or {}))
+        self._sent = 0
+        self._delivered = 0
+        self._failed = 0
+        self._bytes = 0
+        self._failures: list[str] = []
+
+    @property
+    def stats(self) -> ProducerStats:
+        """Counts so far; call :meth:`poll` or :meth:`flush` to bring them up to date."""
+        return ProducerStats(
+            sent=self._sent,
+            delivered=self._delivered,
+            failed=self._failed,
+            bytes=self._bytes,
+            failures=tuple(self._failures),
+        )
+
+    def send(self, record: Mapping[str, Any], *, key: str | None = None) -> None:
+        """Encode ``record`` and queue it for delivery.
+
+        ``key`` defaults to ``str(record[settings.key_field])``. Raises
+        :class:`RecordError` (with ``field``) if the record does not fit the
+        schema or has no key, and :class:`KafkaClientError` if the client
+        refuses the record. Delivery itself is asynchronous: see :attr:`stats`.
+        """
+        value = self.serde.encode(record)  # RecordError names the failing field
+        if key is None:
+            key_value = record.get(self.settings.key_field)
+            if key_value is None:
+                raise RecordError("the record has no key value", field=self.settings.key_field)
+            key = str(key_value)
+        self._produce(value, key.encode("utf-8"), self._headers)
+
+    def send_raw(
+        self,
+        value: bytes,
+        *,
+        key: str | None = None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+    ) -> None:
+        """Queue ``value`` as it is, unchecked: for fault injection and replays.
+
+        ``headers=None`` sends the schema headers (the payload claims to be a
+        record of this schema); pass ``()`` to send none.
+        """
+        self._produce(
+            value,
+            key.encode("utf-8") if key is not None else None,
+            self._headers if headers is None else list(headers),
+        )
+
+    def poll(self, timeout: float = 0.0) -> None:
+        """Serve delivery reports, waiting up to ``timeout`` seconds for one."""
+        self._producer.poll(timeout)
+
+    def flush(self, timeout: float = 30.0) -> ProducerStats:
+        """Wait until every queued record is delivered or failed; return the stats.
+
+        Raises :class:`KafkaClientError` if records are still undelivered after
+        ``timeout`` seconds (the broker is unreachable or too slow). Failed
+        deliveries do not raise: they are in ``stats.failed`` and ``failures``.
+        """
+        remaining = self._producer.flush(timeout)
+        if remaining:
+            raise KafkaClientError(
+                f"{remaining} records to {self.topic} still undelivered after {timeout:g}s "
+                f"(is the broker at {self.settings.bootstrap_servers} reachable?)"
+            )
+        return self.stats
+
+    def close(self, timeout: float = 30.0) -> ProducerStats:
+        """Flush; the producer stays usable, but callers should stop here."""
+        return self.flush(timeout)
+
+    def __enter__(self) -> EventProducer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            self.flush()
+            return
+        # Records sent before the error are still worth delivering, but a flush
+        # failure must not hide the error that ended the block.
+        try:
+            self.flush()
+        except KafkaClientError as flush_error:
+            logger.warning("while handling %s: %s", type(exc).__name__, flush_error)
+
+    def _produce(self, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]) -> None:
+        while True:
+            try:
+                self._producer.produce(
+                    self.topic, value=value, key=key, headers=headers, on_delivery=self._on_delivery
+                )
+                break
+            except BufferError:
+                # The local queue is full: serve delivery reports to make room,
+                # then retry (librdkafka expires stuck records after
+                # message.timeout.ms, so this cannot wait forever).
+                logger.debug("producer queue full; waiting for deliveries")
+                self._producer.poll(_QUEUE_FULL_WAIT)
+            except KafkaException as exc:
+                error = exc.args[0]
+                text = error.str() if isinstance(error, KafkaError) else str(error)
+                raise KafkaClientError(f"cannot produce to {self.topic}: {text}") from exc
+        self._sent += 1
+        self._bytes += len(value)
+        # Serve callbacks of earlier records without waiting.
+        self._producer.poll(0)
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is None:
+            self._delivered += 1
+            return
+        self._failed += 1
+        where = f"{msg.topic()}[{msg.partition()}]"
+        if len(self._failures) < MAX_FAILURE_REASONS:
+            self._failures.append(f"{where}: {err.str()}")
+        logger.warning("delivery to %s failed: %s", where, err.str())
