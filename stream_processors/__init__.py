@@ -1,1 +1,31 @@
-"""(in progress)"""
+"""The stream processor: validate raw events, quarantine bad ones, featurize good ones.
+
+The record logic is pure and importable without faust (:mod:`.validation`,
+:mod:`.features`, :mod:`.windows`, :mod:`.dead_letters`, :mod:`.pipeline`);
+the faust app lives in :mod:`stream_processors.app`, imported on its own so
+that using the pure parts does not load faust.
+"""
+
+from stream_processors.dead_letters import Rejection, dead_letter_headers, read_rejection
+from stream_processors.features import FeatureSpec, featurize
+from stream_processors.pipeline import BatchProcessor, BatchResult, OutputRecord, SourceRecord, WindowUpdate
+from stream_processors.validation import Violation, validate
+from stream_processors.windows import WindowSpec, WindowState, window_features
+
+__all__ = [
+    "BatchProcessor",
+    "BatchResult",
+    "FeatureSpec",
+    "OutputRecord",
+    "Rejection",
+    "SourceRecord",
+    "Violation",
+    "WindowSpec",
+    "WindowState",
+    "WindowUpdate",
+    "dead_letter_headers",
+    "featurize",
+    "read_rejection",
+    "validate",
+    "window_features",
+]

@@ -24,7 +24,7 @@ from streamml.kafka import create_topics, wait_for_broker
 from streamml.lag import GroupLag
 from streamml.monitor import PipelineMonitor, PipelineSnapshot
 from streamml.supervisor import Supervisor
-from streamml.topics import Groups, Topics
+from streamml.topics import Topics
 
 __all__ = ["DemoOptions", "DemoResult", "DemoProgress", "run_demo"]
 
@@ -120,7 +120,6 @@ def _run(
     wait_for_broker(settings, timeout=30)
     topics = Topics.from_settings(settings)
     create_topics(settings, topics.specs(settings))
-    groups = Groups.from_settings(settings)
     deadline = started + options.timeout
 
     def progress(stage: str, snapshot: PipelineSnapshot, lag: list[GroupLag] | None = None) -> None:

@@ -16,6 +16,7 @@ envelope, and a consumer deserializes the payload only after:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import pickle
@@ -39,6 +40,7 @@ __all__ = [
     "verify",
     "open_envelope",
     "runtime_info",
+    "envelope_headers",
 ]
 
 ENVELOPE_VERSION = 1
@@ -93,15 +95,21 @@ class ModelEnvelope:
         }
 
 
-def runtime_info(flavor: str) -> dict[str, str]:
-    """Return the versions a payload of ``flavor`` depends on in this process."""
+@functools.lru_cache(maxsize=None)
+def _runtime_info(flavor: str) -> tuple[tuple[str, str], ...]:
+    # importlib.metadata reads files on every call; versions do not change at runtime.
     info = {"python": platform.python_version()}
     for package in ("streamml", "numpy", _FLAVOR_PACKAGES.get(flavor, flavor)):
         try:
             info[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             pass
-    return info
+    return tuple(info.items())
+
+
+def runtime_info(flavor: str) -> dict[str, str]:
+    """Return the versions a payload of ``flavor`` depends on in this process."""
+    return dict(_runtime_info(flavor))
 
 
 def _signed_bytes(

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
 from streamml.config import Settings
+from streamml.dead_letters import DLQ_PREFIX
 from streamml.envelope import decode_envelope
 from streamml.errors import EnvelopeError, SerializationError
 from streamml.kafka import make_consumer
@@ -113,7 +114,7 @@ class PipelineMonitor:
     def _take(self, message: object) -> None:
         topic = message.topic()  # type: ignore[attr-defined]
         if topic == self._topics.dead_letters:
-            rule = header_value(message.headers(), "streamml.dlq.rule")  # type: ignore[attr-defined]
+            rule = header_value(message.headers(), DLQ_PREFIX + "rule")  # type: ignore[attr-defined]
             self.snapshot.quarantine_rules[rule.decode(errors="replace") if rule else "unknown"] += 1
         elif topic == self._topics.models:
             try:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import click
 
 from streamml.config import Settings, load_settings
 
-__all__ = ["connection_options", "settings_from", "setup_logging"]
+__all__ = ["connection_options", "settings_from", "setup_logging", "stop_on_signals"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -46,3 +49,22 @@ def setup_logging(settings: Settings) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("streamml").setLevel(settings.log_level.upper())
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """Yield an event that SIGTERM or SIGINT sets, so a loop can finish its batch and exit cleanly."""
+    stop = threading.Event()
+    previous = {}
+
+    def handler(signum: int, _frame: Any) -> None:
+        click.echo(f"{signal.Signals(signum).name}: stopping after the current batch", err=True)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        previous[signum] = signal.signal(signum, handler)
+    try:
+        yield stop
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)

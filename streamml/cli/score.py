@@ -1,3 +1,38 @@
-"""Placeholder: filled in by the score work."""
+"""``streamml score``: score the features stream with the live model."""
 
-COMMANDS: list = []
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from streamml.cli.options import connection_options, settings_from, stop_on_signals
+
+__all__ = ["COMMANDS"]
+
+
+@click.command("score")
+@connection_options
+@click.option("--max-events", type=int, default=None, help="Stop after scoring this many feature records.")
+@click.option("--model-name", default=None, help="Model to serve [env STREAMML_MODEL_NAME].")
+def score(bootstrap_servers: str | None, namespace: str | None, max_events: int | None, model_name: str | None) -> None:
+    """Predict every feature record with the newest model and write predictions."""
+    settings = settings_from(bootstrap_servers=bootstrap_servers, namespace=namespace, model_name=model_name)
+    from consumers.scorer import StreamScorer  # deferred: keeps 'streamml --help' light
+
+    with stop_on_signals() as stop:
+        scorer = StreamScorer(settings, max_events=max_events, stop=stop)
+
+        def swapped(old: int | None, new: int, env: dict[str, Any]) -> None:
+            was = "" if old is None else f"was v{old}, "
+            accuracy = env["metrics"].get("accuracy", 0.0)
+            click.echo(f"serving {env['model_name']} v{new} ({was}n_learned={env['n_learned']}, accuracy={accuracy:.3f})")
+
+        scorer.subscriber.on_swap(swapped)
+        click.echo(f"waiting for a version of {settings.model_name} on {scorer.subscriber.topic}; Ctrl-C to stop")
+        report = scorer.run()
+    per_version = ", ".join(f"v{v}: {n}" for v, n in sorted(report.versions.items())) or "none"
+    click.echo(f"scored {report.scored} records ({per_version}), skipped {report.skipped}")
+
+
+COMMANDS = [score]

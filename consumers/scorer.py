@@ -1,0 +1,173 @@
+"""Score the features stream with the live model and publish predictions.
+
+Each feature record becomes a ``Prediction`` (``prediction.avsc``) keyed like
+its input, stamped with the model version that made it and carrying the label
+when there is one, so accuracy per version can be computed downstream. The
+scorer consumes nothing until a model is loaded: there are no default
+predictions. Delivery is at-least-once: input offsets are stored only after
+the batch's predictions were acknowledged.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
+
+from consumers.subscriber import ModelSubscriber
+from streamml.config import Settings
+from streamml.errors import KafkaClientError
+from streamml.kafka import format_record, make_consumer, make_producer
+from streamml.serde import AvroSerde, DecodeError, bundled_schema
+from streamml.topics import Groups, Topics
+
+__all__ = ["StreamScorer", "ScoreReport"]
+
+logger = logging.getLogger(__name__)
+
+_BATCH = 500
+
+
+@dataclass
+class ScoreReport:
+    """What one run of the scorer did."""
+
+    scored: int = 0
+    skipped: int = 0
+    #: Predictions made per model version.
+    versions: dict[int, int] = field(default_factory=dict)
+
+
+def _avro_scalar(value: Any) -> Any:
+    """Coerce a prediction to a type the Avro union accepts (numpy scalars are not)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    item = getattr(value, "item", None)  # numpy scalar
+    return item() if callable(item) else str(value)
+
+
+class StreamScorer:
+    """Consume features (group ``Groups.scorer``), predict, produce predictions.
+
+    Uses ``subscriber`` if given (already started or not), else its own
+    :class:`ModelSubscriber`. Stops when ``stop`` is set or after
+    ``max_events`` scored records.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        subscriber: ModelSubscriber | None = None,
+        max_events: int | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.settings = settings
+        topics = Topics.from_settings(settings)
+        self.features = topics.features
+        self.predictions = topics.predictions
+        self.max_events = max_events
+        self.stop = stop or threading.Event()
+        self.subscriber = subscriber or ModelSubscriber(settings)
+        self._owns_subscriber = subscriber is None
+        self.report = ScoreReport()
+        self._in = AvroSerde(bundled_schema("feature_vector.avsc"))
+        self._out = AvroSerde(bundled_schema("prediction.avsc"))
+
+    def run(self) -> ScoreReport:
+        """Wait for a model, then score until stopped; return what was done."""
+        self.subscriber.start()
+        try:
+            while not self.subscriber.wait_ready(timeout=0.5):
+                if self.stop.is_set():
+                    return self.report
+            logger.info("scoring %s with %s v%s", self.features, self.subscriber.model_name, self.subscriber.version)
+            self._score_loop()
+        finally:
+            if self._owns_subscriber:
+                self.subscriber.stop()
+        return self.report
+
+    def _score_loop(self) -> None:
+        consumer = make_consumer(self.settings, Groups.from_settings(self.settings).scorer)
+        producer = make_producer(self.settings)
+        try:
+            consumer.subscribe([self.features])
+            while not self.stop.is_set() and not self._enough():
+                budget = _BATCH if self.max_events is None else min(_BATCH, self.max_events - self.report.scored)
+                batch = consumer.consume(budget, timeout=0.2)
+                if batch:
+                    self._score_batch(consumer, producer, batch)
+        finally:
+            consumer.close()  # commits the offsets stored so far
+            producer.flush(10)
+
+    def _enough(self) -> bool:
+        return self.max_events is not None and self.report.scored >= self.max_events
+
+    def _score_batch(self, consumer: Any, producer: Any, batch: list[Message]) -> None:
+        failures: list[KafkaError] = []
+
+        def delivered(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                failures.append(err)
+
+        done: dict[int, int] = {}
+        for message in batch:
+            if message.error():
+                logger.warning("consumer error on %s: %s", self.features, message.error())
+                continue
+            where = format_record(message.topic(), message.partition(), message.offset())
+            done[message.partition()] = message.offset() + 1
+            try:
+                record = self._in.decode(message.value(), message.headers())
+                serving = self.subscriber.current()  # one snapshot: the version reported is the one that predicted
+                x = record["features"]
+                prediction = serving.predict_one(x)
+                proba = serving.predict_proba_one(x)
+            except DecodeError as exc:
+                self.report.skipped += 1
+                logger.error("skipping undecodable feature record %s: %s", where, exc)
+                continue
+            value = self._out.encode(
+                {
+                    "key": record.get("key"),
+                    "event_id": record["event_id"],
+                    "event_time": record["event_time"],
+                    "model_name": self.subscriber.model_name,
+                    "model_version": serving.version,
+                    "prediction": _avro_scalar(prediction),
+                    "probabilities": {str(k): float(v) for k, v in proba.items()},
+                    "label": record.get("label"),
+                    "scored_at": int(time.time() * 1000),
+                }
+            )
+            self._produce(producer, message.key(), value, delivered)
+            self.report.scored += 1
+            self.report.versions[serving.version] = self.report.versions.get(serving.version, 0) + 1
+        remaining = producer.flush(30)
+        if remaining or failures:
+            # Offsets of this batch are not stored: a restart scores it again.
+            reason = failures[0].str() if failures else f"{remaining} not acknowledged within 30s"
+            raise KafkaClientError(f"predictions not delivered to {self.predictions}: {reason}")
+        if done:
+            try:
+                consumer.store_offsets(offsets=[TopicPartition(self.features, p, o) for p, o in done.items()])
+            except KafkaException as exc:
+                # Partitions revoked meanwhile: their next owner re-scores, which is safe.
+                logger.warning("cannot store offsets of %s: %s", self.features, exc.args[0])
+
+    def _produce(self, producer: Any, key: bytes | None, value: bytes, delivered: Any) -> None:
+        while True:
+            try:
+                producer.produce(self.predictions, key=key, value=value, headers=self._out.headers, on_delivery=delivered)
+                producer.poll(0)
+                return
+            except BufferError:
+                producer.poll(0.1)  # local queue full: let deliveries drain, then retry
+            except KafkaException as exc:
+                raise KafkaClientError(f"cannot send a prediction to {self.predictions}: {exc.args[0]}") from exc

@@ -1,0 +1,151 @@
+"""The serving slot: which model answers, and the rules for replacing it.
+
+Kept apart from the Kafka thread so the swap rules are testable without a
+broker. A candidate envelope is verified and deserialized completely off to
+the side; only then is the single ``_serving`` reference replaced. A reader
+takes that reference once per prediction, so it sees the old model or the
+new one, never a half-loaded one, and needs no lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from streamml.envelope import ModelEnvelope, open_envelope
+from streamml.errors import EnvelopeError, ModelNotReadyError
+
+__all__ = ["ServingModel", "Refusal", "ModelSlot", "SwapCallback"]
+
+logger = logging.getLogger(__name__)
+
+#: ``callback(old_version, new_version, envelope_summary)``, called after a swap.
+SwapCallback = Callable[[int | None, int, dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class ServingModel:
+    """A loaded model and the envelope it came from (immutable: safe to share)."""
+
+    model: Any = field(repr=False)
+    version: int
+    envelope: dict[str, Any] = field(repr=False)
+
+    def predict_one(self, x: dict[str, Any]) -> Any:
+        return self.model.predict_one(x)
+
+    def predict_proba_one(self, x: dict[str, Any]) -> dict[Any, float]:
+        proba = getattr(self.model, "predict_proba_one", None)
+        return dict(proba(x)) if callable(proba) else {}
+
+
+class Refusal(NamedTuple):
+    """An envelope that was not loaded: where it was, which version it claimed, why."""
+
+    offset: int | None
+    version: int | None
+    reason: str
+
+
+class ModelSlot:
+    """Holds the serving model of one model name and decides on candidates.
+
+    Thread-safe: offers are serialized by a lock; reads take no lock.
+    """
+
+    def __init__(
+        self,
+        model_name: str,
+        *,
+        signing_key: str | None = None,
+        allow_runtime_mismatch: bool = False,
+    ) -> None:
+        self.model_name = model_name
+        self._signing_key = signing_key
+        self._allow_runtime_mismatch = allow_runtime_mismatch
+        self._serving: ServingModel | None = None
+        self._offer_lock = threading.Lock()
+        self._changed = threading.Condition()
+        self._callbacks: list[SwapCallback] = []
+        self.refused: list[Refusal] = []
+        self.swaps = 0
+
+    # -- reading ---------------------------------------------------------
+    def current(self) -> ServingModel:
+        """Return the serving model, or raise :class:`ModelNotReadyError`."""
+        serving = self._serving
+        if serving is None:
+            raise ModelNotReadyError(f"no version of model {self.model_name!r} has been loaded yet")
+        return serving
+
+    @property
+    def version(self) -> int | None:
+        serving = self._serving
+        return None if serving is None else serving.version
+
+    # -- deciding --------------------------------------------------------
+    def on_swap(self, callback: SwapCallback) -> None:
+        """Register ``callback(old_version, new_version, envelope_summary)``."""
+        self._callbacks.append(callback)
+
+    def refuse(self, offset: int | None, version: int | None, reason: str) -> None:
+        """Record (and log) that a record was not loaded."""
+        self.refused.append(Refusal(offset, version, reason))
+        logger.warning("refused %s v%s at offset %s: %s", self.model_name, version, offset, reason)
+
+    def offer(self, envelope: ModelEnvelope, offset: int | None = None) -> bool:
+        """Load ``envelope`` if it is newer than the serving version and trustworthy.
+
+        Returns ``True`` on a swap. Envelopes of another model name are ignored
+        (``False``, not refused: several models may share the topic); any other
+        failure is refused with its reason and the current model keeps serving.
+        """
+        if envelope.model_name != self.model_name:
+            return False
+        with self._offer_lock:
+            old = self._serving
+            if old is not None and envelope.version <= old.version:
+                self.refuse(offset, envelope.version, f"version {envelope.version} is not newer than the serving v{old.version}")
+                return False
+            try:
+                model = open_envelope(
+                    envelope, signing_key=self._signing_key, allow_runtime_mismatch=self._allow_runtime_mismatch
+                )
+            except EnvelopeError as exc:
+                self.refuse(offset, envelope.version, str(exc))
+                return False
+            new = ServingModel(model, envelope.version, envelope.summary())
+            self._install(new)
+        logger.info("serving %s v%d (was v%s)", self.model_name, new.version, None if old is None else old.version)
+        self._notify(None if old is None else old.version, new)
+        return True
+
+    def load_newest(self, candidates: Iterable[tuple[int | None, ModelEnvelope]]) -> bool:
+        """Load the newest candidate that opens, trying older ones if it does not.
+
+        ``candidates`` are ``(offset, envelope)`` pairs in any order. Older
+        candidates than the one loaded are superseded, not refused.
+        """
+        ordered = sorted(candidates, key=lambda c: (c[1].version, c[0] or 0), reverse=True)
+        return any(self.offer(envelope, offset) for offset, envelope in ordered)
+
+    def _install(self, new: ServingModel) -> None:
+        with self._changed:
+            self._serving = new  # the one reference readers take: the swap itself
+            self.swaps += 1
+            self._changed.notify_all()
+
+    def _notify(self, old_version: int | None, new: ServingModel) -> None:
+        for callback in list(self._callbacks):
+            try:
+                callback(old_version, new.version, new.envelope)
+            except Exception:  # a caller's bug must not stop model updates
+                logger.exception("on_swap callback %r failed for v%d", callback, new.version)
+
+    def wait_for(self, predicate: Callable[[ServingModel | None], bool], timeout: float | None) -> bool:
+        """Block until ``predicate(serving)`` holds or ``timeout`` passes."""
+        with self._changed:
+            return self._changed.wait_for(lambda: predicate(self._serving), timeout=timeout)

@@ -1,0 +1,122 @@
+"""Progressive validation: every labeled event tests the model, then trains it.
+
+For each labeled event the model first predicts (``predict_one``), the metrics
+are updated with that prediction, and only then does the model learn the
+label (``learn_one``). So every metric is measured on data the model had not
+seen, without a held-out set. Unlabeled events are counted and skipped: they
+carry nothing to learn.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from river import metrics, utils
+
+from streamml.envelope import ModelEnvelope
+
+__all__ = ["OnlineLearner", "ROLLING_WINDOW", "partition_key"]
+
+#: Events in the rolling accuracy window.
+ROLLING_WINDOW = 1000
+#: Probabilities are clipped here so one confident mistake costs a finite loss.
+_PROBA_FLOOR = 1e-15
+
+
+def partition_key(topic: str, partition: int) -> str:
+    """Return the ``topic[partition]`` key of ``input_offsets``."""
+    return f"{topic}[{partition}]"
+
+
+class OnlineLearner:
+    """A model plus its progressive-validation metrics and input position.
+
+    ``input_offsets`` maps ``topic[partition]`` to the next offset to read:
+    everything before it has been seen (and learned, if labeled) by ``model``.
+    Not thread-safe: one learner loop owns it.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        n_learned: int = 0,
+        n_seen: int = 0,
+        accuracy: float | None = None,
+        log_loss: float | None = None,
+        n_scored: int = 0,
+        input_offsets: Mapping[str, int] | None = None,
+        rolling_window: int = ROLLING_WINDOW,
+    ) -> None:
+        self.model = model
+        self.n_learned = n_learned
+        self.n_seen = n_seen
+        self.input_offsets: dict[str, int] = dict(input_offsets or {})
+        # Cumulative metrics are kept as counts rather than river metric
+        # objects so a resumed learner continues them from the envelope.
+        self._n_correct = round((accuracy or 0.0) * n_learned)
+        self._n_scored = n_scored
+        self._loss_sum = (log_loss or 0.0) * n_scored
+        self._rolling = utils.Rolling(metrics.Accuracy, window_size=rolling_window)
+        self._has_proba = callable(getattr(model, "predict_proba_one", None))
+
+    @classmethod
+    def resume(cls, model: Any, envelope: ModelEnvelope) -> OnlineLearner:
+        """Continue from a published version: its model, counters and input position.
+
+        The rolling window restarts empty (its contents are not published).
+        """
+        m = envelope.metrics
+        return cls(
+            model,
+            n_learned=envelope.n_learned,
+            n_seen=int(m.get("n_seen", envelope.n_learned)),
+            accuracy=m.get("accuracy"),
+            log_loss=m.get("log_loss"),
+            n_scored=int(m.get("n_scored_proba", 0)),
+            input_offsets=envelope.input_offsets,
+        )
+
+    def process(self, x: dict[str, float], y: Any, *, topic: str, partition: int, offset: int) -> Any:
+        """Test-then-train on one event at ``topic[partition]@offset``.
+
+        Returns the prediction made before learning (``None`` for an
+        unlabeled event, which is counted but neither predicted nor learned).
+        """
+        self.n_seen += 1
+        self.advance(topic, partition, offset)
+        if y is None:
+            return None
+        proba = self.model.predict_proba_one(x) if self._has_proba else {}
+        y_pred = self.model.predict_one(x)
+        correct = y_pred == y
+        self._n_correct += int(correct)
+        self._rolling.update(y, y_pred)
+        if proba:
+            # Cross-entropy of the true class; equals binary log loss for two classes.
+            p = max(float(proba.get(y, 0.0)), _PROBA_FLOOR)
+            self._loss_sum -= math.log(p)
+            self._n_scored += 1
+        self.model.learn_one(x, y)
+        self.n_learned += 1
+        return y_pred
+
+    def advance(self, topic: str, partition: int, offset: int) -> None:
+        """Record that ``topic[partition]@offset`` has been handled (even if skipped)."""
+        key = partition_key(topic, partition)
+        self.input_offsets[key] = max(self.input_offsets.get(key, 0), offset + 1)
+
+    def metrics(self) -> dict[str, float]:
+        """Return the envelope metrics: accuracy, rolling_accuracy, log_loss, counts."""
+        result = {
+            "accuracy": self._n_correct / self.n_learned if self.n_learned else 0.0,
+            "rolling_accuracy": float(self._rolling.get()),
+            "n_learned": float(self.n_learned),
+            "n_seen": float(self.n_seen),
+            "n_scored_proba": float(self._n_scored),
+        }
+        if self._n_scored:
+            result["log_loss"] = self._loss_sum / self._n_scored
+        return result

@@ -1,0 +1,138 @@
+"""Seal models into envelopes and publish them as numbered versions.
+
+Versions of one model name are numbered 1, 2, 3, ... without reuse: at start
+the publisher reads the models topic (``streamml.registry``) and continues
+after the highest authentic version, so a restarted learner never publishes a
+number subscribers already hold (they refuse anything not newer than what
+they serve). One publisher per model name is assumed; two at once would race
+for the same numbers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from streamml.config import Settings
+from streamml.envelope import ModelEnvelope, encode_envelope, envelope_headers, open_envelope, seal
+from streamml.errors import EnvelopeError, KafkaClientError
+from streamml.kafka import make_producer
+from streamml.registry import VersionRecord, newest_authentic, next_version, read_versions
+from streamml.topics import Topics
+
+__all__ = ["ModelPublisher"]
+
+logger = logging.getLogger(__name__)
+
+
+class ModelPublisher:
+    """Publish versions of ``settings.model_name`` to the models topic.
+
+    Call :meth:`start` first (it reads the topic to find the next version);
+    :meth:`publish` then blocks until the broker has acknowledged the record.
+    """
+
+    def __init__(self, settings: Settings, *, flavor: str = "river", delivery_timeout: float = 30.0) -> None:
+        self.settings = settings
+        self.model_name = settings.model_name
+        self.topic = Topics.from_settings(settings).models
+        self.flavor = flavor
+        self.delivery_timeout = delivery_timeout
+        self._signing_key = settings.model_signing_key.get() if settings.model_signing_key else None
+        self._producer: Producer | None = None
+        self._next: int | None = None
+        self._history: list[VersionRecord] = []
+
+    def start(self) -> int:
+        """Read the models topic; return the version the next publish will use."""
+        self._history = read_versions(self.settings, model_name=self.model_name)
+        self._next = next_version(self._history, self.model_name)
+        self._producer = make_producer(self.settings, **{"linger.ms": 0})
+        logger.info("publisher for %s starts at v%d (%d records on %s)", self.model_name, self._next, len(self._history), self.topic)
+        return self._next
+
+    @property
+    def next_version(self) -> int:
+        """The version number :meth:`publish` will use next."""
+        if self._next is None:
+            raise RuntimeError("ModelPublisher.start() has not been called")
+        return self._next
+
+    def newest_model(self) -> tuple[Any, ModelEnvelope] | None:
+        """Return ``(model, envelope)`` of the newest published version that loads, or ``None``.
+
+        Falls back to older versions when the newest does not open, the way a
+        subscriber would. Used to resume learning after a restart.
+        """
+        for record in newest_authentic(self._history, self.model_name):
+            assert record.envelope is not None  # newest_authentic keeps decoded records only
+            try:
+                model = open_envelope(record.envelope, signing_key=self._signing_key)
+            except EnvelopeError as exc:
+                logger.warning("cannot resume from %s v%s: %s", self.model_name, record.version, exc)
+                continue
+            return model, record.envelope
+        return None
+
+    def publish(
+        self,
+        model: Any,
+        *,
+        metrics: Mapping[str, float],
+        n_learned: int,
+        input_offsets: Mapping[str, int],
+    ) -> ModelEnvelope:
+        """Seal ``model`` as the next version, produce it and wait for the acknowledgement.
+
+        Raises :class:`~streamml.errors.ModelTooLargeError` (nothing sent, the
+        version number is not used) when the envelope exceeds
+        ``settings.max_model_bytes``, and :class:`KafkaClientError` when the
+        broker does not acknowledge it.
+        """
+        version = self.next_version
+        producer = self._producer
+        assert producer is not None
+        envelope = seal(
+            model,
+            model_name=self.model_name,
+            version=version,
+            flavor=self.flavor,
+            metrics=metrics,
+            n_learned=n_learned,
+            input_offsets=input_offsets,
+            signing_key=self._signing_key,
+            max_bytes=self.settings.max_model_bytes,
+        )
+        outcome: list[KafkaError | None] = []
+
+        def delivered(err: KafkaError | None, _msg: Message) -> None:
+            outcome.append(err)
+
+        try:
+            producer.produce(
+                self.topic,
+                key=self.model_name.encode(),
+                value=encode_envelope(envelope),
+                headers=envelope_headers(),
+                on_delivery=delivered,
+            )
+        except (BufferError, KafkaException) as exc:
+            raise KafkaClientError(f"cannot send {self.model_name} v{version} to {self.topic}: {exc}") from exc
+        remaining = producer.flush(self.delivery_timeout)
+        if remaining or not outcome:
+            raise KafkaClientError(
+                f"{self.model_name} v{version} not acknowledged by {self.topic} within {self.delivery_timeout:g}s"
+            )
+        if outcome[0] is not None:
+            raise KafkaClientError(f"{self.model_name} v{version} not delivered to {self.topic}: {outcome[0].str()}")
+        self._next = version + 1
+        return envelope
+
+    def close(self) -> None:
+        """Release the producer (everything published was already flushed)."""
+        if self._producer is not None:
+            self._producer.flush(self.delivery_timeout)
+            self._producer = None

@@ -1,0 +1,260 @@
+"""The faust wiring: raw events in, features and dead letters out, windows in a table.
+
+All record handling is done by :class:`~stream_processors.pipeline.BatchProcessor`
+on whole batches (faust's per-event cost is high); this module only moves
+bytes between Kafka and that function and keeps the window state in a faust
+table.
+
+At-least-once: faust commits only offsets of acked messages, and
+``Stream.take_events`` acks a batch's events as soon as the agent asks for the
+next batch (in a ``finally`` block, so even when the agent fails). To commit
+an offset only after its output is delivered, :class:`BatchHandler` holds an
+extra reference on each event's message and drops it once every output of
+the batch (features, dead letters, changelog records; sent without waiting on
+each) is acknowledged by the broker. That wait runs in the background, so
+batch N+1 is processed while batch N is in flight. A failed delivery crashes
+the worker with the batch still held: it exits non-zero and replays from the
+last commit when restarted.
+
+Window state and partitions: faust's ``Table.__setitem__`` sends the changelog
+record to the partition of ``current_event()``; inside a ``take_events`` batch
+that is not the event that touched the key. The handler therefore writes the
+store and calls ``Table.send_changelog`` itself, with the partition of the
+source record, so a key's state is changelogged to (and recovered with) the
+partition its events come from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import faust
+
+from streamml.config import Settings
+from streamml.errors import KafkaClientError, StreamMLError
+from streamml.kafka import faust_broker_credentials, faust_broker_url
+from streamml.serde import AvroSchema
+from streamml.topics import Groups, Topics
+
+from stream_processors.pipeline import BatchProcessor, SourceRecord
+
+__all__ = ["build_app", "run_worker", "BatchHandler", "WINDOW_TABLE", "AGENT_NAME"]
+
+logger = logging.getLogger(__name__)
+
+#: Name of the window table; its changelog topic is ``<app id>-windows-changelog``.
+WINDOW_TABLE = "windows"
+AGENT_NAME = "process-events"
+#: Longest a partial batch waits for more events, seconds.
+BATCH_WITHIN = 0.2
+
+
+class BatchHandler:
+    """Process one ``take_events`` batch and send its outputs (see the module doc)."""
+
+    #: Batches whose deliveries may be outstanding while the next one is processed.
+    MAX_IN_FLIGHT = 4
+
+    def __init__(
+        self, app: faust.App, processor: BatchProcessor, table: Any, features: str, dead_letters: str
+    ) -> None:
+        self.app = app
+        self.processor = processor
+        self.table = table
+        self.features = features
+        self.dead_letters = dead_letters
+        self._in_flight: set[asyncio.Future] = set()
+
+    async def handle(self, events: Sequence[faust.EventT]) -> None:
+        """Process a batch, hand its outputs to the producer, and return.
+
+        The events stay unacked (held) until every output is delivered; that
+        wait runs in the background so the next batch is processed meanwhile.
+        """
+        for event in events:
+            event.message.incref()
+        records = [_source_record(event) for event in events]
+        # The store, not the table: table reads go through sensors per key.
+        store = self.table.data
+        result = self.processor.process_batch(records, store)
+        # Straight to the producer, not through faust's send buffer: the buffer
+        # hands records to aiokafka one task switch at a time and stalls the
+        # stream whenever it holds over 100 (ProducerBuffer.max_messages).
+        send = self.app.producer.send
+        changelog = self.table.changelog_topic.get_topic_name()
+        pending = []
+        try:
+            for key, update in result.window_updates.items():
+                store[key] = update.state  # live object; recovery restores the dumped form
+                value = faust.serializers.codecs.dumps(self.table.value_serializer, update.dumped)
+                pending.append(await send(changelog, key, value, update.partition, None, None))
+            for out in result.features:
+                pending.append(await send(self.features, out.key, out.value, out.partition, None, out.headers))
+            for out in result.dead_letters:
+                pending.append(await send(self.dead_letters, out.key, out.value, None, None, out.headers))
+        except Exception as exc:
+            await self._fail(records, exc)
+            raise KafkaClientError(f"cannot send the outputs of {_span(records)}: {exc}") from exc
+        task = asyncio.ensure_future(self._release_when_delivered(events, records, pending))
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+        if len(self._in_flight) >= self.MAX_IN_FLIGHT:
+            await asyncio.wait(set(self._in_flight), return_when=asyncio.FIRST_COMPLETED)
+        logger.debug(
+            "batch %s: %d features, %d dead letters",
+            _span(records),
+            len(result.features),
+            len(result.dead_letters),
+        )
+
+    async def _release_when_delivered(
+        self, events: Sequence[faust.EventT], records: list[SourceRecord], pending: list[Any]
+    ) -> None:
+        try:
+            await asyncio.gather(*pending)
+        except Exception as exc:
+            await self._fail(records, exc)  # the batch stays held: never committed
+            return
+        for event in events:
+            event.ack()  # drops our hold; with take_events' own ack the offset becomes committable
+
+    async def _fail(self, records: list[SourceRecord], exc: BaseException) -> None:
+        logger.critical("cannot deliver the outputs of %s; stopping: %r", _span(records), exc)
+        await self.app.crash(exc)
+
+
+def _span(records: list[SourceRecord]) -> str:
+    return f"{records[0].position}..{records[-1].position}" if records else "an empty batch"
+
+
+def _source_record(event: faust.EventT) -> SourceRecord:
+    message = event.message
+    headers = message.headers or ()
+    if isinstance(headers, Mapping):
+        headers = headers.items()
+    timestamp = message.timestamp
+    return SourceRecord(
+        value=message.value,
+        key=message.key,
+        headers=tuple(headers),
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        timestamp_ms=int(timestamp * 1000) if timestamp else None,
+    )
+
+
+def build_app(
+    settings: Settings,
+    *,
+    event_schema: AvroSchema | None = None,
+    writer_schemas: Iterable[AvroSchema] = (),
+) -> faust.App:
+    """Return the stream processor's faust app (not started).
+
+    The pipeline topics must exist (``streamml topics create``); faust only
+    creates its internal window changelog topic. ``event_schema`` defaults to
+    ``settings.schema_path``; ``writer_schemas`` are other schemas producers
+    may write with.
+    """
+    processor = BatchProcessor.from_settings(settings, event_schema=event_schema, writer_schemas=writer_schemas)
+    topics = Topics.from_settings(settings)
+    session = settings.session_timeout_ms / 1000
+    app = faust.App(
+        Groups.from_settings(settings).processor,
+        broker=faust_broker_url(settings),
+        broker_credentials=faust_broker_credentials(settings),
+        store="memory://",
+        autodiscover=False,
+        web_enabled=False,  # several workers on one host would fight over the port
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        topic_disable_leader=True,  # one fewer internal topic; the leader topic is unused here
+        # Short session: the embedded broker makes a first join wait about
+        # half of it (BROKER-NOTES quirk 2); the request timeout must not be shorter.
+        broker_session_timeout=session,
+        broker_heartbeat_interval=max(session / 6, 0.3),
+        broker_rebalance_timeout=session,
+        broker_request_timeout=max(90.0, session * 2),
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        producer_linger_ms=5,
+        stream_buffer_maxsize=max(4096, 4 * settings.processor_batch_size),
+    )
+    # internal=False and raw codecs: faust neither declares the pipeline topics
+    # nor decodes their records (the pipeline needs the original bytes).
+    raw_codecs: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw", "internal": False}
+    source = app.topic(topics.raw_events, **raw_codecs)
+    handler = BatchHandler(
+        app,
+        processor,
+        app.Table(
+            WINDOW_TABLE,
+            default=None,
+            partitions=settings.partitions,
+            key_type=bytes,  # record keys as they come: the "raw" codec, both ways
+            # value type unset: JSON, which WindowState.dump produces
+        ),
+        topics.features,
+        topics.dead_letters,
+    )
+    batch_size = settings.processor_batch_size
+
+    @app.agent(source, name=AGENT_NAME)
+    async def process_events(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(batch_size, within=BATCH_WITHIN):
+            await handler.handle(events)
+
+    logger.info(
+        "stream processor %s: %s -> %s, dead letters to %s",
+        app.conf.id,
+        topics.raw_events,
+        topics.features,
+        topics.dead_letters,
+    )
+    return app
+
+
+def run_worker(
+    settings: Settings,
+    *,
+    event_schema: AvroSchema | None = None,
+    writer_schemas: Iterable[AvroSchema] = (),
+) -> None:
+    """Run the processor until SIGTERM or SIGINT, then stop cleanly and return.
+
+    Raises :class:`~streamml.errors.StreamMLError` (``KafkaClientError`` for a
+    Kafka failure) if the worker stopped because it crashed.
+    """
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    app = build_app(settings, event_schema=event_schema, writer_schemas=writer_schemas)
+    worker = faust.Worker(
+        app,
+        loop=loop,
+        quiet=True,
+        loglevel=settings.log_level.upper(),
+        override_logging=False,  # keep the CLI's logging setup
+        redirect_stdouts=False,
+    )
+    code: Any = 0
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:  # mode's worker always ends with sys.exit
+        code = exc.code
+    reason = app.crash_reason or worker.crash_reason
+    if reason is not None or code not in (0, None):
+        if isinstance(reason, StreamMLError):
+            raise reason
+        error = KafkaClientError if _is_kafka_error(reason) else StreamMLError
+        raise error(f"stream processor {app.conf.id} stopped after a failure: {reason!r}") from reason
+    logger.info("stream processor %s stopped", app.conf.id)
+
+
+def _is_kafka_error(exc: BaseException | None) -> bool:
+    from aiokafka.errors import KafkaError  # deferred like faust: only needed on failure
+
+    return isinstance(exc, KafkaError)

@@ -1,0 +1,246 @@
+"""One batch of raw records in, features and dead letters out (pure, no Kafka).
+
+:meth:`BatchProcessor.process_batch` decodes, validates and featurizes every
+record of a batch with plain functions and returns exactly one output per
+input: a FeatureVector for the features topic or the untouched original for
+the dead-letter topic. Nothing a record contains can make it raise: any error
+while handling one record quarantines that record (stage ``featurize`` when
+it is not a decode or contract problem). The faust wiring in
+:mod:`stream_processors.app` only moves bytes and window state.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from streamml.config import Settings
+from streamml.kafka import format_record
+from streamml.serde import AvroSchema, AvroSerde, DecodeError, bundled_schema
+
+from stream_processors.dead_letters import Rejection, dead_letter_headers
+from stream_processors.features import EVENT_ID_FIELD, FeatureSpec, featurize
+from stream_processors.validation import validate
+from stream_processors.windows import WindowSpec, WindowState, window_features
+
+__all__ = ["SourceRecord", "OutputRecord", "WindowUpdate", "BatchResult", "BatchProcessor", "FEATURIZE_ERROR"]
+
+#: Rule of a record quarantined because featurizing or encoding it failed.
+FEATURIZE_ERROR = "featurize_error"
+
+logger = logging.getLogger(__name__)
+
+Headers = tuple[tuple[str, bytes | None], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRecord:
+    """A raw record as consumed: bytes and where it came from."""
+
+    value: bytes | None
+    key: bytes | None
+    headers: Headers
+    topic: str
+    partition: int
+    offset: int
+    #: The record's Kafka timestamp, epoch milliseconds, when it has one.
+    timestamp_ms: int | None = None
+
+    @property
+    def position(self) -> str:
+        """``topic[partition]@offset``, as every log line names a record."""
+        return format_record(self.topic, self.partition, self.offset)
+
+
+@dataclass(frozen=True, slots=True)
+class OutputRecord:
+    """A record to produce; ``partition`` ``None`` lets the producer choose by key."""
+
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes | None]]
+    partition: int | None
+    #: The input it answers, for logs and for at-least-once bookkeeping.
+    source: SourceRecord
+
+
+@dataclass(frozen=True, slots=True)
+class WindowUpdate:
+    """New window state of one key: ``state`` to store, ``dumped`` to changelog to ``partition``."""
+
+    partition: int
+    state: WindowState
+    dumped: dict[str, Any]
+
+
+@dataclass
+class BatchResult:
+    """What one batch produced: one output per input, plus the window state to save."""
+
+    features: list[OutputRecord] = field(default_factory=list)
+    dead_letters: list[OutputRecord] = field(default_factory=list)
+    #: Keyed like the window table (the record key bytes).
+    window_updates: dict[bytes, WindowUpdate] = field(default_factory=dict)
+
+    def __iter__(self):  # allows ``features, dead_letters = processor.process_batch(...)``
+        return iter((self.features, self.dead_letters))
+
+
+class BatchProcessor:
+    """Decode, validate and featurize batches of raw event records.
+
+    ``event_schema`` is the reader schema (and its contract); ``writer_schemas``
+    are further schemas producers may write with. ``features_partitions`` is
+    the partition count of the features topic: a feature vector goes to the
+    partition its source record came from, so per-key order and co-location
+    survive whichever partitioner the producer used.
+    """
+
+    def __init__(
+        self,
+        *,
+        event_schema: AvroSchema,
+        writer_schemas: Iterable[AvroSchema] = (),
+        key_field: str,
+        label_field: str,
+        time_field: str,
+        window: WindowSpec,
+        features_partitions: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.event_serde = AvroSerde(event_schema, writer_schemas)
+        self.feature_serde = AvroSerde(bundled_schema("feature_vector.avsc"))
+        self.schema = event_schema
+        self.key_field = key_field
+        self.label_field = label_field
+        self.time_field = time_field
+        self.window = window
+        self.features_partitions = features_partitions
+        self.feature_spec = FeatureSpec.from_schema(event_schema, exclude=(key_field, label_field, time_field))
+        self._feature_headers = self.feature_serde.headers
+        self._clock = clock
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        event_schema: AvroSchema | None = None,
+        writer_schemas: Iterable[AvroSchema] = (),
+    ) -> BatchProcessor:
+        """Build from settings; the event schema defaults to ``settings.schema_path``."""
+        return cls(
+            event_schema=event_schema or AvroSchema.from_file(settings.schema_path),
+            writer_schemas=writer_schemas,
+            key_field=settings.key_field,
+            label_field=settings.label_field,
+            time_field=settings.time_field,
+            window=WindowSpec(settings.window_seconds, tuple(settings.window_field_list)),
+            features_partitions=settings.partitions,
+        )
+
+    def process_batch(
+        self, records: Sequence[SourceRecord], windows: Mapping[bytes, Any] | None = None
+    ) -> BatchResult:
+        """Handle a batch in order; ``windows`` maps keys to stored window state.
+
+        ``windows`` is only read (a faust table's store or a dict) and may hold
+        :class:`WindowState` objects or their dumps (as recovered from a
+        changelog); the new state of every key the batch touched is returned
+        in ``window_updates``. Events
+        of one key in one batch see each other, in input order.
+        """
+        windows = {} if windows is None else windows
+        result = BatchResult()
+        states: dict[bytes, WindowState] = {}
+        touched: dict[bytes, int] = {}  # keys whose state changed -> their source partition
+        now_ms = int(self._clock() * 1000)
+        for record in records:
+            try:
+                output = self._process_one(record, windows, states, touched, result)
+            except Exception as exc:  # a bug or a record no rule foresaw: quarantine, never crash
+                logger.warning("cannot featurize %s: %r", record.position, exc)
+                rejection = Rejection("featurize", FEATURIZE_ERROR, "", f"featurization failed: {exc!r}")
+                output = None
+                result.dead_letters.append(self._dead_letter(record, rejection, now_ms))
+            if isinstance(output, Rejection):
+                result.dead_letters.append(self._dead_letter(record, output, now_ms))
+        for key, partition in touched.items():  # dumped once per key and batch
+            state = states[key]
+            result.window_updates[key] = WindowUpdate(partition, state, state.dump(self.window))
+        return result
+
+    def _process_one(
+        self,
+        record: SourceRecord,
+        windows: Mapping[bytes, Any],
+        states: dict[bytes, WindowState],
+        touched: dict[bytes, int],
+        result: BatchResult,
+    ) -> Rejection | None:
+        try:
+            event = self.event_serde.decode(record.value, record.headers)
+        except DecodeError as exc:
+            return Rejection("decode", exc.rule, "", str(exc))
+        violations = validate(event, self.schema)
+        if violations:
+            return Rejection.from_violations(violations)
+
+        features = featurize(event, self.feature_spec)
+        window_key = record.key if record.key is not None else str(event[self.key_field]).encode()
+        state = states.get(window_key)
+        if state is None:
+            state = self._load_state(windows.get(window_key), record)
+        time_ms = int(event[self.time_field])
+        values = {name: _as_float(event.get(name)) for name in self.window.fields}
+        features.update(window_features(state, time_ms, values, self.window))
+        key_value = event.get(self.key_field)
+        vector = {
+            "key": None if key_value is None else str(key_value),
+            "event_id": str(event.get(EVENT_ID_FIELD) or f"{record.topic}-{record.partition}-{record.offset}"),
+            "event_time": time_ms,
+            "features": features,
+            "label": event.get(self.label_field),
+            "source_topic": record.topic,
+            "source_partition": record.partition,
+            "source_offset": record.offset,
+        }
+        value = self.feature_serde.encode(vector)  # may raise: quarantined by the caller
+        # Only an event that made it out is counted in its key's window.
+        if state.add(time_ms, values, self.window):
+            states[window_key] = state
+            touched[window_key] = record.partition
+        partition = record.partition if record.partition < self.features_partitions else None
+        result.features.append(OutputRecord(record.key, value, list(self._feature_headers), partition, record))
+        return None
+
+    def _load_state(self, raw: Any, record: SourceRecord) -> WindowState:
+        try:
+            return WindowState.load(raw, self.window)
+        except ValueError as exc:
+            # Our own state should never be malformed; restart the key's window
+            # rather than quarantine every later event of that key.
+            logger.warning("resetting unreadable window state at %s: %s", record.position, exc)
+            return WindowState()
+
+    def _dead_letter(self, record: SourceRecord, rejection: Rejection, now_ms: int) -> OutputRecord:
+        logger.info(
+            "quarantined %s: %s/%s %s", record.position, rejection.stage, rejection.rule, rejection.message
+        )
+        headers = dead_letter_headers(
+            record.headers,
+            rejection,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            source_timestamp_ms=record.timestamp_ms,
+            now_ms=now_ms,
+        )
+        return OutputRecord(record.key, record.value, headers, None, record)
+
+
+def _as_float(value: Any) -> float | None:
+    return None if value is None else float(value)

@@ -1,0 +1,169 @@
+"""Per-key event-time windows kept as a few buckets (pure, no Kafka).
+
+For each key the state holds, per time bucket, the event count and the sum and
+count of each windowed field. The window of an event at time ``t`` is the
+``buckets_per_window`` buckets ending with the bucket of ``t``, so a window of
+60 s in 12 buckets covers between 55 and 60 s before the event (bucket
+granularity); events later than ``t`` that share its bucket are counted too.
+
+Event time, not arrival order, decides: a late event is placed in its own
+bucket and its features are computed from the buckets around its own time.
+Buckets older than one window plus ``lateness`` before the newest event seen
+for the key are dropped, which keeps the state at most about
+``2 * buckets_per_window`` buckets however many events a key has. An event
+older than that horizon is "too late": it gets features (from whatever is kept
+in its window, plus itself) but is not added to the state.
+
+The state serializes to a JSON-ready dict (:meth:`WindowState.dump`) so a
+faust table can changelog it; :meth:`WindowState.load` reads that dict back
+(after a recovery) or copies a live state object.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["WindowSpec", "WindowState", "window_features"]
+
+_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """Window length, bucketing and the fields whose windowed mean is a feature."""
+
+    seconds: float
+    fields: tuple[str, ...] = ()
+    buckets_per_window: int = 12
+    #: How far behind the newest event a late event is still counted exactly,
+    #: in seconds; defaults to one window.
+    lateness_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.seconds <= 0 or self.buckets_per_window < 1:
+            raise ValueError("a window needs a positive length and at least one bucket")
+
+    @property
+    def bucket_ms(self) -> int:
+        """Width of one bucket in milliseconds."""
+        return max(1, math.ceil(self.seconds * 1000 / self.buckets_per_window))
+
+    @property
+    def retained_buckets(self) -> int:
+        """Buckets kept behind the newest one: one window plus the lateness."""
+        lateness = self.seconds if self.lateness_seconds is None else self.lateness_seconds
+        return self.buckets_per_window + math.ceil(lateness * 1000 / self.bucket_ms)
+
+    @property
+    def count_feature(self) -> str:
+        """Name of the per-key event count feature, e.g. ``key_events_60s``."""
+        return f"key_events_{self.seconds:g}s"
+
+    def mean_feature(self, name: str) -> str:
+        """Name of the windowed mean feature of field ``name``, e.g. ``loan_mean_60s``."""
+        return f"{name}_mean_{self.seconds:g}s"
+
+
+@dataclass
+class WindowState:
+    """The buckets of one key: ``{bucket index: [count, sum_1, n_1, sum_2, n_2, ...]}``."""
+
+    latest_bucket: int | None = None
+    buckets: dict[int, list[float]] = field(default_factory=dict)
+
+    def add(self, time_ms: int, values: Mapping[str, float | None], spec: WindowSpec) -> bool:
+        """Count an event in its bucket and drop expired buckets.
+
+        Returns ``False`` (and changes nothing) for an event older than the
+        retention horizon.
+        """
+        index = time_ms // spec.bucket_ms
+        if self.latest_bucket is not None and index <= self.latest_bucket - spec.retained_buckets:
+            return False
+        slot = self.buckets.get(index)
+        if slot is None:
+            slot = self.buckets[index] = [0.0] * (1 + 2 * len(spec.fields))
+        slot[0] += 1
+        for i, name in enumerate(spec.fields):
+            value = values.get(name)
+            if value is not None:
+                slot[1 + 2 * i] += value
+                slot[2 + 2 * i] += 1
+        if self.latest_bucket is None or index > self.latest_bucket:
+            self.latest_bucket = index
+            horizon = index - spec.retained_buckets
+            for old in [b for b in self.buckets if b <= horizon]:
+                del self.buckets[old]
+        return True
+
+    def dump(self, spec: WindowSpec) -> dict[str, Any]:
+        """Return a JSON-ready form, tagged with the spec it was built with."""
+        return {
+            "v": _FORMAT_VERSION,
+            "bucket_ms": spec.bucket_ms,
+            "fields": list(spec.fields),
+            "latest": self.latest_bucket,
+            "buckets": [[index, *slot] for index, slot in sorted(self.buckets.items())],
+        }
+
+    def copy(self) -> WindowState:
+        """Return an independent copy."""
+        return WindowState(self.latest_bucket, {index: list(slot) for index, slot in self.buckets.items()})
+
+    @classmethod
+    def load(cls, raw: Any, spec: WindowSpec) -> WindowState:
+        """Rebuild a state from :meth:`dump` output, or copy a live ``WindowState``.
+
+        State written under another bucket width or field list cannot be
+        reinterpreted, so it is discarded (a configuration change restarts the
+        windows). Raises ``ValueError`` if ``raw`` is malformed.
+        """
+        if raw is None:
+            return cls()
+        if isinstance(raw, WindowState):
+            return raw.copy()  # cheaper than a dump/load round trip on the hot path
+        try:
+            if raw["bucket_ms"] != spec.bucket_ms or list(raw["fields"]) != list(spec.fields):
+                return cls()
+            width = 1 + 2 * len(spec.fields)
+            buckets = {int(row[0]): [float(x) for x in row[1:]] for row in raw["buckets"]}
+            if any(len(slot) != width for slot in buckets.values()):
+                raise ValueError("bucket of the wrong width")
+            latest = raw["latest"]
+            return cls(latest_bucket=None if latest is None else int(latest), buckets=buckets)
+        except (KeyError, TypeError, IndexError) as exc:
+            raise ValueError(f"malformed window state: {exc!r}") from exc
+
+
+def window_features(
+    state: WindowState, time_ms: int, values: Mapping[str, float | None], spec: WindowSpec
+) -> dict[str, float]:
+    """Return the windowed features of an event at ``time_ms``, counting the event itself.
+
+    Reads ``state`` without changing it; call :meth:`WindowState.add` once the
+    event is accepted.
+    """
+    index = time_ms // spec.bucket_ms
+    first = index - spec.buckets_per_window + 1
+    count = 1.0
+    sums = [0.0] * len(spec.fields)
+    ns = [0.0] * len(spec.fields)
+    for i, name in enumerate(spec.fields):
+        value = values.get(name)
+        if value is not None:
+            sums[i] += value
+            ns[i] += 1
+    for bucket, slot in state.buckets.items():
+        if first <= bucket <= index:
+            count += slot[0]
+            for i in range(len(spec.fields)):
+                sums[i] += slot[1 + 2 * i]
+                ns[i] += slot[2 + 2 * i]
+    features = {spec.count_feature: count}
+    for i, name in enumerate(spec.fields):
+        if ns[i]:
+            features[spec.mean_feature(name)] = sums[i] / ns[i]
+    return features

@@ -1,0 +1,130 @@
+"""ModelSubscriber against a real broker: start-up, live swaps, refusals."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from consumers import ModelSubscriber
+from model_publisher import catalog
+from model_publisher.publisher import ModelPublisher
+from streamml.config import Settings
+from streamml.envelope import ModelEnvelope, encode_envelope, envelope_headers, seal
+from streamml.errors import ModelNotReadyError
+from streamml.kafka import make_producer
+from streamml.topics import Topics
+from tests.conftest import eventually
+
+pytestmark = pytest.mark.integration
+
+X = {"a": 1.0, "b": -2.0}
+
+
+def _model(n: int) -> Any:
+    model = catalog.build("logistic")
+    for i in range(n):
+        model.learn_one({"a": float(i % 5), "b": float(i % 3)}, i % 2 == 0)
+    return model
+
+
+@pytest.fixture
+def publisher(settings: Settings, topics: Topics) -> Iterator[ModelPublisher]:
+    p = ModelPublisher(settings)
+    p.start()
+    yield p
+    p.close()
+
+
+def publish(publisher: ModelPublisher, n: int = 20) -> ModelEnvelope:
+    return publisher.publish(_model(n), metrics={"accuracy": 0.9}, n_learned=n, input_offsets={})
+
+
+def publish_corrupt(settings: Settings, topics: Topics, version: int) -> None:
+    """Publish an envelope whose payload has a flipped byte but the original checksum."""
+    good = seal(_model(3), model_name=settings.model_name, version=version, flavor="river")
+    payload = bytearray(good.payload)
+    payload[len(payload) // 2] ^= 0x01
+    bad = dataclasses.replace(good, payload=bytes(payload))
+    producer = make_producer(settings)
+    producer.produce(topics.models, key=settings.model_name.encode(), value=encode_envelope(bad), headers=envelope_headers())
+    assert producer.flush(10) == 0
+
+
+def test_not_ready_until_v1_then_swaps_to_each_new_version(settings: Settings, publisher: ModelPublisher) -> None:
+    swaps: list[tuple[int | None, int]] = []
+    with ModelSubscriber(settings, on_swap=lambda old, new, env: swaps.append((old, new))) as subscriber:
+        assert not subscriber.wait_ready(timeout=1.0)
+        assert subscriber.version is None and subscriber.envelope is None
+        with pytest.raises(ModelNotReadyError):
+            subscriber.predict_one(X)
+        for expected in (1, 2, 3):
+            assert publish(publisher, n=10 * expected).version == expected
+            assert subscriber.wait_for_version(expected, timeout=15), f"v{expected} not loaded"
+            assert subscriber.version == expected
+            assert subscriber.envelope["n_learned"] == 10 * expected
+        assert subscriber.predict_one(X) == _model(30).predict_one(X)
+        assert subscriber.predict_proba_one(X) == pytest.approx(_model(30).predict_proba_one(X))
+        assert swaps == [(None, 1), (1, 2), (2, 3)] and subscriber.swaps == 3
+        assert subscriber.refused == []
+
+
+def test_a_corrupted_envelope_is_refused_and_the_previous_model_keeps_serving(
+    settings: Settings, topics: Topics, publisher: ModelPublisher
+) -> None:
+    with ModelSubscriber(settings) as subscriber:
+        publish(publisher)
+        assert subscriber.wait_for_version(1, timeout=15)
+        publish_corrupt(settings, topics, version=2)
+        eventually(lambda: subscriber.refused, timeout=15, what="the corrupt v2 to be refused")
+        [(offset, version, reason)] = subscriber.refused
+        assert (offset, version) == (1, 2) and "sha256" in reason
+        assert subscriber.version == 1 and subscriber.predict_one(X) is not None
+        assert publish(publisher).version == 2  # the corrupt record did not take the number
+        assert subscriber.wait_for_version(2, timeout=15)
+        assert subscriber.swaps == 2
+
+
+def test_a_late_subscriber_loads_the_newest_valid_version_directly(
+    settings: Settings, topics: Topics, publisher: ModelPublisher
+) -> None:
+    for _ in range(3):
+        publish(publisher)
+    publish_corrupt(settings, topics, version=4)  # the newest record is bad: fall back to v3
+    with ModelSubscriber(settings) as subscriber:
+        assert subscriber.wait_ready(timeout=15)
+        assert subscriber.version == 3 and subscriber.swaps == 1
+        assert [(o, v) for o, v, _ in subscriber.refused] == [(3, 4)]
+
+
+def test_predictions_never_fail_while_versions_swap(settings: Settings, publisher: ModelPublisher) -> None:
+    publish(publisher)
+    errors: list[BaseException] = []
+    calls = 0
+    done = threading.Event()
+    with ModelSubscriber(settings) as subscriber:
+        assert subscriber.wait_ready(timeout=15)
+
+        def hammer() -> None:
+            nonlocal calls
+            while not done.is_set():
+                try:
+                    subscriber.predict_one(X)
+                    subscriber.predict_proba_one(X)
+                    calls += 1
+                except BaseException as exc:  # every failure counts
+                    errors.append(exc)
+
+        reader = threading.Thread(target=hammer)
+        reader.start()
+        try:
+            for version in range(2, 7):
+                publish(publisher, n=version * 7)
+                assert subscriber.wait_for_version(version, timeout=15)
+        finally:
+            done.set()
+            reader.join()
+    assert errors == [] and calls > 0 and subscriber.swaps == 6

@@ -1,0 +1,104 @@
+"""Progressive validation in OnlineLearner: predict, then score, then learn."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from model_publisher import catalog
+from model_publisher.learner import OnlineLearner
+from streamml.envelope import seal
+
+T = "features.v1"
+
+
+class CallRecorder:
+    """A model that records the order of calls and predicts the last label it learned."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+        self.last: Any = None
+
+    def predict_proba_one(self, x: dict[str, float]) -> dict[Any, float]:
+        self.calls.append(("predict_proba", x["i"]))
+        return {} if self.last is None else {self.last: 1.0}
+
+    def predict_one(self, x: dict[str, float]) -> Any:
+        self.calls.append(("predict", x["i"]))
+        return self.last
+
+    def learn_one(self, x: dict[str, float], y: Any) -> None:
+        self.calls.append(("learn", x["i"]))
+        self.last = y
+
+
+def test_each_event_is_predicted_before_it_is_learned() -> None:
+    model = CallRecorder()
+    learner = OnlineLearner(model)
+    for i in range(3):
+        learner.process({"i": i}, True, topic=T, partition=0, offset=i)
+    assert [c for c in model.calls if c[0] != "predict_proba"] == [
+        ("predict", 0), ("learn", 0), ("predict", 1), ("learn", 1), ("predict", 2), ("learn", 2),
+    ]
+
+
+def test_the_metric_scores_the_prediction_made_before_learning() -> None:
+    # The recorder predicts the previous label: with alternating labels every
+    # prediction is wrong if it is made first, and right if made after learning.
+    learner = OnlineLearner(CallRecorder())
+    for i in range(10):
+        returned = learner.process({"i": i}, i % 2 == 0, topic=T, partition=0, offset=i)
+        assert returned == (None if i == 0 else i % 2 == 1)
+    m = learner.metrics()
+    assert m["accuracy"] == 0.0 and m["rolling_accuracy"] == 0.0
+    assert m["n_learned"] == 10
+
+
+def test_unlabeled_events_are_counted_but_not_learned() -> None:
+    model = CallRecorder()
+    learner = OnlineLearner(model)
+    learner.process({"i": 0}, None, topic=T, partition=1, offset=41)
+    learner.process({"i": 1}, False, topic=T, partition=1, offset=42)
+    assert model.calls[-1] == ("learn", 1) and ("learn", 0) not in model.calls
+    assert learner.n_seen == 2 and learner.n_learned == 1
+    assert learner.input_offsets == {f"{T}[1]": 43}
+
+
+def test_input_offsets_hold_the_next_offset_per_partition_and_never_go_back() -> None:
+    learner = OnlineLearner(CallRecorder())
+    learner.process({"i": 0}, True, topic=T, partition=0, offset=10)
+    learner.process({"i": 1}, True, topic=T, partition=2, offset=5)
+    learner.advance(T, 0, 11)  # a skipped record
+    learner.advance(T, 0, 3)  # a replay does not move the position back
+    assert learner.input_offsets == {f"{T}[0]": 12, f"{T}[2]": 6}
+
+
+def test_metrics_on_a_learnable_stream() -> None:
+    rng = random.Random(3)
+    learner = OnlineLearner(catalog.build("logistic"))
+    for i in range(3000):
+        x = {"a": rng.gauss(0, 1), "b": rng.gauss(0, 1)}
+        learner.process(x, x["a"] + x["b"] > 0, topic=T, partition=0, offset=i)
+    m = learner.metrics()
+    assert {"accuracy", "rolling_accuracy", "n_learned", "log_loss"} <= set(m)
+    assert m["n_learned"] == 3000
+    assert m["rolling_accuracy"] > m["accuracy"] > 0.85  # the recent window beats the whole run
+    assert 0 < m["log_loss"] < 0.5
+
+
+def test_resume_continues_the_counters_of_a_published_version() -> None:
+    rng = random.Random(5)
+    learner = OnlineLearner(catalog.build("logistic"))
+    for i in range(500):
+        x = {"a": rng.gauss(0, 1)}
+        learner.process(x, x["a"] > 0, topic=T, partition=0, offset=i)
+    envelope = seal(
+        learner.model, model_name="m", version=4, flavor=catalog.FLAVOR,
+        metrics=learner.metrics(), n_learned=learner.n_learned, input_offsets=learner.input_offsets,
+    )
+    resumed = OnlineLearner.resume(learner.model, envelope)
+    assert resumed.n_learned == 500 and resumed.input_offsets == {f"{T}[0]": 500}
+    for key in ("accuracy", "log_loss", "n_seen"):
+        assert resumed.metrics()[key] == pytest.approx(learner.metrics()[key])
