@@ -40,6 +40,10 @@ def connection_config(settings: Settings) -> dict[str, Any]:
     config: dict[str, Any] = {
         "bootstrap.servers": settings.bootstrap_servers,
         "security.protocol": settings.security_protocol,
+        # librdkafka logs to stderr itself; keep its informational lines
+        # (e.g. "Purging unserved events" on close) out of the terminal. A
+        # Python logger callback is avoided: it can deadlock on client close.
+        "log_level": 4,
     }
     if settings.sasl_mechanism:
         config["sasl.mechanism"] = settings.sasl_mechanism

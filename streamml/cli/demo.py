@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 
 import click
@@ -73,12 +74,17 @@ def _summary(result: DemoResult, console: Console) -> None:
         console.print(f"  {'[green]✓[/green]' if passed else '[red]✗[/red]'} {check}")
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 @click.command("demo")
 @connection_options
 @click.option("--events", type=click.IntRange(min=100), default=20_000, show_default=True, help="Events to stream.")
-@click.option("--rate", type=float, default=2000.0, show_default=True, help="Events per second (0: as fast as possible).")
+@click.option("--rate", type=float, default=1000.0, show_default=True, help="Events per second (0: as fast as possible).")
 @click.option("--bad-fraction", type=click.FloatRange(0, 0.5), default=0.02, show_default=True, help="Share of malformed events injected.")
 @click.option("--publish-every", type=int, default=None, help="Publish a model version every N learned events [default 2000].")
+@click.option("--publish-every-seconds", type=float, default=5.0, show_default=True, help="... or every T seconds with something new learned.")
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--port", type=int, default=None, help="Port for the embedded broker [default: a free one].")
 @click.option("--timeout", type=float, default=600.0, show_default=True, help="Give up if the pipeline has not drained by then.")
@@ -89,6 +95,7 @@ def demo(
     rate: float,
     bad_fraction: float,
     publish_every: int | None,
+    publish_every_seconds: float,
     seed: int,
     port: int | None,
     timeout: float,
@@ -100,7 +107,12 @@ def demo(
     processor, learner and scorer, streams EVENTS synthetic events with concept
     drift, and stops everything it started. Exits 0 when every check passes.
     """
-    settings = settings_from(bootstrap_servers=bootstrap_servers, namespace=namespace, publish_every_events=publish_every)
+    settings = settings_from(
+        bootstrap_servers=bootstrap_servers,
+        namespace=namespace,
+        publish_every_events=publish_every,
+        publish_every_seconds=publish_every_seconds,
+    )
     options = DemoOptions(
         events=events,
         rate=rate or None,
@@ -110,6 +122,9 @@ def demo(
         embedded=settings.bootstrap_servers == Settings().bootstrap_servers,
         port=port,
     )
+    # SIGTERM (a supervisor, `timeout`, CI) stops the demo like Ctrl-C does:
+    # the unwinding stops every component and the broker it started.
+    signal.signal(signal.SIGTERM, _interrupt)
     console = Console()
     if console.is_terminal:
         with Live(console=console, refresh_per_second=4, transient=True) as live:
