@@ -79,24 +79,29 @@ class StreamScorer:
         self._out = AvroSerde(bundled_schema("prediction.avsc"))
 
     def run(self) -> ScoreReport:
-        """Wait for a model, then score until stopped; return what was done."""
-        self.subscriber.start()
-        try:
-            while not self.subscriber.wait_ready(timeout=0.5):
-                if self.stop.is_set():
-                    return self.report
-            logger.info("scoring %s with %s v%s", self.features, self.subscriber.model_name, self.subscriber.version)
-            self._score_loop()
-        finally:
-            if self._owns_subscriber:
-                self.subscriber.stop()
-        return self.report
+        """Wait for a model, then score until stopped; return what was done.
 
-    def _score_loop(self) -> None:
+        The consumer joins its group right away, with its partitions paused
+        until the first model is loaded: a first group join can take seconds
+        (half the session timeout on the embedded broker), and doing it while
+        waiting for the model means scoring starts the moment one is there.
+        """
+        self.subscriber.start()
         consumer = make_consumer(self.settings, Groups.from_settings(self.settings).scorer)
         producer = make_producer(self.settings)
         try:
-            consumer.subscribe([self.features])
+            consumer.subscribe([self.features], on_assign=self._on_assign)
+            while not self.subscriber.ready:
+                if self.stop.is_set():
+                    return self.report
+                for message in consumer.consume(_BATCH, timeout=0.2):
+                    # Paused partitions return nothing; should a record slip
+                    # through a rebalance race, rewind so it is scored later.
+                    if message.error() is None:
+                        consumer.seek(TopicPartition(message.topic(), message.partition(), message.offset()))
+                        consumer.pause([TopicPartition(message.topic(), message.partition())])
+            consumer.resume(consumer.assignment())
+            logger.info("scoring %s with %s v%s", self.features, self.subscriber.model_name, self.subscriber.version)
             while not self.stop.is_set() and not self._enough():
                 budget = _BATCH if self.max_events is None else min(_BATCH, self.max_events - self.report.scored)
                 batch = consumer.consume(budget, timeout=0.2)
@@ -105,6 +110,14 @@ class StreamScorer:
         finally:
             consumer.close()  # commits the offsets stored so far
             producer.flush(10)
+            if self._owns_subscriber:
+                self.subscriber.stop()
+        return self.report
+
+    def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        consumer.assign(partitions)
+        if not self.subscriber.ready:
+            consumer.pause(partitions)
 
     def _enough(self) -> bool:
         return self.max_events is not None and self.report.scored >= self.max_events
