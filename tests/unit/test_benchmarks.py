@@ -1,0 +1,66 @@
+"""The benchmark harness runs end to end and writes the JSON it promises (no timing asserted)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from benchmarks.__main__ import main
+from benchmarks.cases import CASES
+from benchmarks.harness import Pair, measure
+
+SIDE_KEYS = {"label", "ops_per_s", "calls_per_round", "rounds_ops_per_s"}
+RESULT_KEYS = {"unit", "baseline", "candidate", "ratio", "ratio_min", "ratio_max", "rounds"}
+
+
+def test_quick_run_writes_both_sides_and_the_ratio(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "nested" / "bench.json"
+    assert main(["--quick", "--only", "serde_decode", "--only", "subscriber_predict", "--json", str(out)]) == 0
+
+    document = json.loads(out.read_text())
+    assert document["quick"] is True
+    assert {"python", "cpu_count", "packages"} <= set(document["environment"])
+    assert list(document["benchmarks"]) == ["serde_decode", "subscriber_predict"]  # registry order
+    for result in document["benchmarks"].values():
+        assert set(result) == RESULT_KEYS
+        assert result["rounds"] == 3
+        for side in ("baseline", "candidate"):
+            assert set(result[side]) == SIDE_KEYS
+            assert result[side]["ops_per_s"] > 0
+            assert len(result[side]["rounds_ops_per_s"]) == 3
+        assert result["ratio"] > 0
+    table = capsys.readouterr().out
+    assert "serde_decode" in table and "AvroSerde.decode" in table and "learner_step" not in table
+
+
+def test_rounds_alternate_and_count_the_work() -> None:
+    calls: list[str] = []
+
+    def side(name: str) -> Callable[[], int]:
+        def work() -> int:
+            calls.append(name)
+            return 10
+
+        return work
+
+    pair = Pair(side("b"), side("c"), "base", "cand", "op")
+    measurement = measure(pair, rounds=4, sample_seconds=0.0)
+
+    timed = calls[4:]  # after two calibration calls per side, one call per sample
+    assert timed == ["b", "c", "c", "b", "b", "c", "c", "b"]
+    assert len(measurement.ratios) == 4 and measurement.baseline.calls_per_round == 1
+
+
+def test_unknown_benchmark_names_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--only", "nope"])
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_every_case_is_listed(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--list"]) == 0
+    listed = capsys.readouterr().out
+    assert all(name in listed for name in CASES)
