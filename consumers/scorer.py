@@ -21,7 +21,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 from consumers.subscriber import ModelSubscriber
 from streamml.config import Settings
 from streamml.errors import KafkaClientError
-from streamml.kafka import format_record, make_consumer, make_producer
+from streamml.kafka import describe_error, format_record, make_consumer, make_producer
 from streamml.serde import AvroSerde, DecodeError, bundled_schema
 from streamml.topics import Groups, Topics
 
@@ -183,4 +183,4 @@ class StreamScorer:
             except BufferError:
                 producer.poll(0.1)  # local queue full: let deliveries drain, then retry
             except KafkaException as exc:
-                raise KafkaClientError(f"cannot send a prediction to {self.predictions}: {exc.args[0]}") from exc
+                raise KafkaClientError(f"cannot send a prediction to {self.predictions}: {describe_error(exc)}") from exc

@@ -30,7 +30,7 @@ from consumers.swap import ModelSlot, Refusal, ServingModel, SwapCallback
 from streamml.config import Settings
 from streamml.envelope import ModelEnvelope, decode_envelope, verify
 from streamml.errors import EnvelopeError, KafkaClientError, StreamMLError
-from streamml.kafka import format_record, make_consumer
+from streamml.kafka import describe_error, format_record, make_consumer
 from streamml.reader import partitions_of, read_to_end
 from streamml.topics import Topics
 
@@ -210,7 +210,7 @@ class ModelSubscriber:
                     if envelope is not None:
                         self._slot.offer(envelope, message.offset())
         except KafkaException as exc:
-            raise KafkaClientError(f"cannot read {self.topic}: {exc.args[0]}") from exc
+            raise KafkaClientError(f"cannot read {self.topic}: {describe_error(exc)}") from exc
         finally:
             consumer.close()
         return next_offset

@@ -28,7 +28,7 @@ from model_publisher.publisher import ModelPublisher
 from streamml.config import Settings
 from streamml.envelope import ModelEnvelope
 from streamml.errors import KafkaClientError
-from streamml.kafka import format_record, make_consumer
+from streamml.kafka import describe_error, format_record, make_consumer
 from streamml.reader import partitions_of
 from streamml.serde import AvroSerde, DecodeError, bundled_schema
 from streamml.topics import Groups, Topics
@@ -104,7 +104,7 @@ class LearningLoop:
         try:
             committed = consumer.committed([TopicPartition(self.topic, p) for p in parts], timeout=10)
         except KafkaException as exc:
-            raise KafkaClientError(f"cannot read committed offsets of {self.topic}: {exc.args[0]}") from exc
+            raise KafkaClientError(f"cannot read committed offsets of {self.topic}: {describe_error(exc)}") from exc
         return {tp.partition: tp.offset for tp in committed if tp.offset >= 0}
 
     def _position(self, learner: OnlineLearner, partition: int, committed: dict[int, int]) -> int | None:

@@ -238,6 +238,8 @@ def _checks(
     }
     if options.bad_fraction > 0:
         checks["bad events were quarantined with reasons"] = (
-            snapshot.quarantined > 0 and "unknown" not in snapshot.quarantine_rules
+            snapshot.quarantined > 0
+            and sum(snapshot.quarantine_rules.values()) == snapshot.quarantined
+            and "unknown" not in snapshot.quarantine_rules
         )
     return checks

@@ -30,6 +30,7 @@ __all__ = [
     "create_topics",
     "describe_topics",
     "format_record",
+    "describe_error",
 ]
 
 logger = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ def make_producer(settings: Settings, **overrides: Any) -> Producer:
     try:
         return Producer(config)
     except KafkaException as exc:
-        raise KafkaClientError(f"cannot create producer: {exc.args[0]}") from exc
+        raise KafkaClientError(f"cannot create producer: {describe_error(exc)}") from exc
 
 
 def make_consumer(settings: Settings, group_id: str, **overrides: Any) -> Consumer:
@@ -100,7 +101,7 @@ def make_consumer(settings: Settings, group_id: str, **overrides: Any) -> Consum
     try:
         return Consumer(config)
     except KafkaException as exc:
-        raise KafkaClientError(f"cannot create consumer: {exc.args[0]}") from exc
+        raise KafkaClientError(f"cannot create consumer: {describe_error(exc)}") from exc
 
 
 def make_admin(settings: Settings) -> AdminClient:
@@ -108,7 +109,7 @@ def make_admin(settings: Settings) -> AdminClient:
     try:
         return AdminClient(connection_config(settings))
     except KafkaException as exc:
-        raise KafkaClientError(f"cannot create admin client: {exc.args[0]}") from exc
+        raise KafkaClientError(f"cannot create admin client: {describe_error(exc)}") from exc
 
 
 def faust_broker_url(settings: Settings) -> str:
@@ -132,7 +133,11 @@ def faust_broker_credentials(settings: Settings) -> Any:
 
 def wait_for_broker(settings: Settings, timeout: float = 30.0) -> None:
     """Block until the cluster answers a metadata request, or raise BrokerError."""
-    admin = make_admin(settings)
+    # A probe expects refused connections; librdkafka's log line for each is noise.
+    try:
+        admin = AdminClient({**connection_config(settings), "log_level": 0})
+    except KafkaException as exc:
+        raise KafkaClientError(f"cannot create admin client: {describe_error(exc)}") from exc
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
@@ -143,9 +148,15 @@ def wait_for_broker(settings: Settings, timeout: float = 30.0) -> None:
             last = exc
     raise BrokerError(
         f"no Kafka broker answered at {settings.bootstrap_servers} within {timeout:g}s"
-        + (f" ({last.args[0].str()})" if last and isinstance(last.args[0], KafkaError) else "")
+        + (f" ({describe_error(last)})" if last else "")
         + "; start one with 'streamml broker start' or set STREAMML_BOOTSTRAP_SERVERS"
     )
+
+
+def describe_error(exc: BaseException) -> str:
+    """Return librdkafka's own message for a KafkaException, without the repr around it."""
+    error = exc.args[0] if exc.args else exc
+    return error.str() if isinstance(error, KafkaError) else str(error)
 
 
 def describe_topics(settings: Settings, names: Iterable[str], timeout: float = 10.0) -> dict[str, int]:
@@ -154,7 +165,7 @@ def describe_topics(settings: Settings, names: Iterable[str], timeout: float = 1
     try:
         metadata = make_admin(settings).list_topics(timeout=timeout)
     except KafkaException as exc:
-        raise KafkaClientError(f"cannot read cluster metadata: {exc.args[0]}") from exc
+        raise KafkaClientError(f"cannot read cluster metadata: {describe_error(exc)}") from exc
     return {
         name: len(meta.partitions)
         for name, meta in metadata.topics.items()

@@ -20,7 +20,7 @@ from confluent_kafka import OFFSET_BEGINNING, ConsumerGroupTopicPartitions, Kafk
 
 from streamml.config import Settings
 from streamml.errors import KafkaClientError
-from streamml.kafka import make_admin, make_consumer
+from streamml.kafka import describe_error, make_admin, make_consumer
 
 __all__ = ["PartitionLag", "GroupLag", "log_end_offsets", "consumer_lag"]
 
@@ -85,7 +85,7 @@ def log_end_offsets(
                 _, listed = consumer.get_watermark_offsets(TopicPartition(*tp), timeout=timeout, cached=False)
             except KafkaException as exc:
                 if tp not in ends:
-                    raise KafkaClientError(f"cannot read the log-end offset of {tp[0]}[{tp[1]}]: {exc.args[0]}") from exc
+                    raise KafkaClientError(f"cannot read the log-end offset of {tp[0]}[{tp[1]}]: {describe_error(exc)}") from exc
                 continue
             ends[tp] = max(ends.get(tp, listed), listed)
     finally:
@@ -99,7 +99,7 @@ def _committed(settings: Settings, group: str, timeout: float) -> dict[tuple[str
         futures = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)], request_timeout=timeout)
         result = futures[group].result()
     except KafkaException as exc:
-        raise KafkaClientError(f"cannot read committed offsets of group {group}: {exc.args[0]}") from exc
+        raise KafkaClientError(f"cannot read committed offsets of group {group}: {describe_error(exc)}") from exc
     committed: dict[tuple[str, int], int | None] = {}
     for tp in result.topic_partitions or []:
         committed[(tp.topic, tp.partition)] = tp.offset if tp.offset >= 0 else None
@@ -110,7 +110,7 @@ def _partition_counts(settings: Settings, topics: Iterable[str], timeout: float)
     try:
         metadata = make_admin(settings).list_topics(timeout=timeout)
     except KafkaException as exc:
-        raise KafkaClientError(f"cannot read cluster metadata: {exc.args[0]}") from exc
+        raise KafkaClientError(f"cannot read cluster metadata: {describe_error(exc)}") from exc
     return {t: len(metadata.topics[t].partitions) for t in topics if t in metadata.topics}
 
 
@@ -119,7 +119,7 @@ def list_groups(settings: Settings, timeout: float = 10.0) -> list[str]:
     try:
         result = make_admin(settings).list_consumer_groups(request_timeout=timeout).result()
     except KafkaException as exc:
-        raise KafkaClientError(f"cannot list consumer groups: {exc.args[0]}") from exc
+        raise KafkaClientError(f"cannot list consumer groups: {describe_error(exc)}") from exc
     return sorted(g.group_id for g in result.valid)
 
 

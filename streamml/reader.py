@@ -16,7 +16,7 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaException, Message, TopicPart
 
 from streamml.config import Settings
 from streamml.errors import KafkaClientError
-from streamml.kafka import make_admin, make_consumer
+from streamml.kafka import describe_error, make_admin, make_consumer
 
 __all__ = ["read_to_end", "partitions_of"]
 
@@ -26,7 +26,7 @@ def partitions_of(settings: Settings, topic: str, timeout: float = 10.0) -> list
     try:
         metadata = make_admin(settings).list_topics(topic=topic, timeout=timeout)
     except KafkaException as exc:
-        raise KafkaClientError(f"cannot read metadata of {topic}: {exc.args[0]}") from exc
+        raise KafkaClientError(f"cannot read metadata of {topic}: {describe_error(exc)}") from exc
     meta = metadata.topics.get(topic)
     if meta is None or meta.error is not None:
         return []

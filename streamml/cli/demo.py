@@ -48,7 +48,7 @@ def _summary(result: DemoResult, console: Console) -> None:
     table.add_row("events produced", f"{s.produced:,} in {result.elapsed:.1f}s")
     table.add_row("valid, featurized", f"{s.features:,}")
     reasons = ", ".join(f"{rule}={n}" for rule, n in s.quarantine_rules.most_common())
-    table.add_row("quarantined (dead letters)", f"{s.quarantined:,}" + (f"  [{reasons}]" if reasons else ""))
+    table.add_row("quarantined (dead letters)", f"{s.quarantined:,}" + (f" ({reasons})" if reasons else ""))
     table.add_row("predictions", f"{s.predictions:,} by {len(s.versions_scored)} model versions")
     if s.versions:
         table.add_row("model versions published", f"{len(s.versions)} (v{s.versions[0].version}..v{s.versions[-1].version})")

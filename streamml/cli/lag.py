@@ -10,6 +10,7 @@ from rich.table import Table
 
 from streamml.cli.options import connection_options, settings_from
 from streamml.config import Settings
+from streamml.kafka import wait_for_broker
 from streamml.lag import GroupLag, consumer_lag, list_groups
 from streamml.topics import Groups, Topics
 
@@ -41,6 +42,7 @@ def pipeline_lag(settings: Settings, only: str | None = None, timeout: float = 1
 def lag(bootstrap_servers: str | None, namespace: str | None, group: str | None, as_json: bool) -> None:
     """Print committed offset, log-end offset and lag per group and partition."""
     settings = settings_from(bootstrap_servers=bootstrap_servers, namespace=namespace)
+    wait_for_broker(settings, timeout=10)
     report = pipeline_lag(settings, group)
     if as_json:
         click.echo(json.dumps({"groups": [g.as_dict() for g in report], "total_lag": sum(g.total for g in report)}, indent=2))

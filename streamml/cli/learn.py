@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from streamml.cli.options import connection_options, settings_from, stop_on_signals
+from streamml.kafka import wait_for_broker
 from streamml.registry import VersionRecord, read_versions
 from streamml.topics import Topics
 
@@ -97,6 +98,7 @@ def _row(record: VersionRecord) -> list[str]:
 def list_(bootstrap_servers: str | None, namespace: str | None, model_name: str | None, as_json: bool) -> None:
     """List every version on the models topic, and whether subscribers would accept it."""
     settings = settings_from(bootstrap_servers=bootstrap_servers, namespace=namespace)
+    wait_for_broker(settings, timeout=10)
     records = read_versions(settings, model_name=model_name)
     if as_json:
         click.echo(json.dumps([r.as_dict() for r in records], indent=2))

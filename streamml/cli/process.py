@@ -36,8 +36,8 @@ def process(
     Runs until interrupted (Ctrl-C or SIGTERM), then stops cleanly.
     """
     # Deferred: faust is heavy, and 'streamml --help' must stay fast.
-    from streamml.serde import AvroSchema
     from stream_processors.app import run_worker
+    from streamml.serde import AvroSchema
 
     settings = settings_from(bootstrap_servers=bootstrap_servers, namespace=namespace, schema_path=schema_path)
     event_schema = AvroSchema.from_file(settings.schema_path)

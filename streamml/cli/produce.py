@@ -63,7 +63,7 @@ def produce_command(
     Exits non-zero if any event could not be delivered, or if a file row does
     not fit the schema (the error names the row and the field).
     """
-    from producers import produce, open_source  # deferred: keeps `streamml --help` fast
+    from producers import open_source, produce  # deferred: keeps `streamml --help` fast
 
     settings = settings_from(bootstrap_servers=bootstrap_servers, namespace=namespace, schema_path=schema_path)
     # Open the source first: a bad path or a missing column fails before any connection.

@@ -35,6 +35,7 @@ def create(bootstrap_servers: str | None, namespace: str | None, partitions: int
 def list_(bootstrap_servers: str | None, namespace: str | None) -> None:
     """Show which pipeline topics exist and their partition counts."""
     settings = settings_from(bootstrap_servers=bootstrap_servers, namespace=namespace)
+    wait_for_broker(settings, timeout=10)
     names = Topics.from_settings(settings).all()
     found = describe_topics(settings, names)
     for name in names:

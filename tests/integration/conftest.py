@@ -29,6 +29,12 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.fixture
+def unused_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (bound once, then released)."""
+    return _free_port()
+
+
 @pytest.fixture(scope="session")
 def bootstrap_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     external = os.environ.get("STREAMML_TEST_BOOTSTRAP_SERVERS")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -67,12 +69,8 @@ def test_second_broker_on_a_taken_port_is_refused(bootstrap_servers: str, tmp_pa
         EmbeddedBroker(port=port, home=tmp_path).start(timeout=5)
 
 
-def test_broker_start_status_stop(tmp_path: Path) -> None:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+def test_broker_start_status_stop(tmp_path: Path, unused_port: int) -> None:
+    port = unused_port
     broker = EmbeddedBroker(port=port, home=tmp_path)
     broker.start(timeout=30)
     try:
@@ -84,3 +82,18 @@ def test_broker_start_status_stop(tmp_path: Path) -> None:
     finally:
         broker.stop()
     assert broker.stop() is False
+
+
+def test_cli_without_a_broker_says_so_in_one_line(unused_port: int) -> None:
+    port = unused_port
+    result = subprocess.run(
+        [sys.executable, "-m", "streamml", "lag", "-b", f"127.0.0.1:{port}"],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 3
+    assert result.stderr.strip().splitlines() == [
+        f"streamml: error: no Kafka broker answered at 127.0.0.1:{port} within 10s "
+        "(Failed to get metadata: Local: Broker transport failure); "
+        "start one with 'streamml broker start' or set STREAMML_BOOTSTRAP_SERVERS"
+    ]
+
