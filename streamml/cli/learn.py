@@ -70,7 +70,7 @@ def _row(record: VersionRecord) -> list[str]:
     s = record.summary or {}
     metrics = s.get("metrics", {})
     created = (
-        datetime.fromtimestamp(s["created_at"] / 1000, tz=timezone.utc).isoformat(timespec="seconds")
+        datetime.fromtimestamp(s["created_at"] / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
         if "created_at" in s else "-"
     )
 
@@ -85,7 +85,7 @@ def _row(record: VersionRecord) -> list[str]:
         num("accuracy"),
         num("rolling_accuracy"),
         str(s.get("payload_bytes", "-")),
-        s.get("sha256", "-")[:12],
+        s.get("sha256", "-")[:8],
         "yes" if s.get("signed") else "no",
         status,
     ]
@@ -103,15 +103,20 @@ def list_(bootstrap_servers: str | None, namespace: str | None, model_name: str 
     if as_json:
         click.echo(json.dumps([r.as_dict() for r in records], indent=2))
         return
-    table = Table(title=f"models on {Topics.from_settings(settings).models}")
-    for column in ("model", "version", "created at (UTC)", "n_learned", "accuracy", "rolling acc", "size", "sha256", "signed", "status"):
+    names = sorted({r.model_name or "?" for r in records})
+    # One model (the usual case) goes in the title, so the table fits 80 columns.
+    several = len(names) > 1
+    title = f"models on {Topics.from_settings(settings).models}" + ("" if several else f": {', '.join(names)}")
+    table = Table(title=title)
+    columns = ["version", "created (UTC)", "learned", "accuracy", "rolling", "bytes", "sha256", "signed", "status"]
+    for column in (["model"] if several else []) + columns:
         table.add_column(
             column,
-            justify="right" if column in ("version", "n_learned", "accuracy", "rolling acc", "size") else "left",
+            justify="right" if column in ("version", "learned", "accuracy", "rolling", "bytes") else "left",
             no_wrap=column != "model",
         )
     for record in records:
-        table.add_row(record.model_name or "?", *_row(record))
+        table.add_row(*([record.model_name or "?"] if several else []), *_row(record))
     console = Console()
     console.print(table)
     # Reasons are long: printed whole under the table rather than squeezed into a cell.

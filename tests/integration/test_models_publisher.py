@@ -105,4 +105,4 @@ def test_models_list_prints_versions_as_table_and_json(settings: Settings, topic
     assert [(v["version"], v["status"], v["envelope"]["n_learned"]) for v in listed] == [(1, "ok", 10), (2, "ok", 20)]
     table = runner.invoke(cli, ["models", "list", *args], env={"COLUMNS": "160"})
     assert table.exit_code == 0, table.output
-    assert "0.600" in table.output and listed[1]["envelope"]["sha256"][:12] in table.output
+    assert "0.600" in table.output and listed[1]["envelope"]["sha256"][:8] in table.output
