@@ -250,7 +250,8 @@ def run_worker(
         if isinstance(reason, StreamMLError):
             raise reason
         error = KafkaClientError if _is_kafka_error(reason) else StreamMLError
-        raise error(f"stream processor {app.conf.id} stopped after a failure: {reason!r}") from reason
+        what = f"{type(reason).__name__}: {reason}" if reason is not None else f"the worker exited with code {code}"
+        raise error(f"stream processor {app.conf.id} stopped after a failure ({what}); see the log above") from reason
     logger.info("stream processor %s stopped", app.conf.id)
 
 
