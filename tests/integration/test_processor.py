@@ -75,7 +75,7 @@ def _stop(process: subprocess.Popen) -> tuple[int, str]:
     """SIGTERM the processor; return its exit code (within 20 s) and its log."""
     process.send_signal(signal.SIGTERM)
     try:
-        code = process.wait(timeout=20)
+        code = process.wait(timeout=45)
     except subprocess.TimeoutExpired:
         process.kill()
         code = process.wait()
@@ -90,7 +90,7 @@ def _wait_for_outputs(settings: Settings, topics: Topics, expected: int, process
         dead = list(read_to_end(settings, topics.dead_letters))
         return (features, dead) if len(features) + len(dead) >= expected else None
 
-    return eventually(outputs, timeout=40, interval=0.2, what=f"{expected} outputs")
+    return eventually(outputs, timeout=90, interval=0.2, what=f"{expected} outputs")
 
 
 def test_every_record_becomes_one_feature_vector_or_one_dead_letter(
