@@ -22,7 +22,7 @@ from streamml.config import Settings
 from streamml.errors import KafkaClientError
 from streamml.kafka import describe_error, make_admin, make_consumer
 
-__all__ = ["PartitionLag", "GroupLag", "log_end_offsets", "consumer_lag"]
+__all__ = ["PartitionLag", "GroupLag", "watermarks", "log_end_offsets", "partition_lag", "consumer_lag", "list_groups"]
 
 
 @dataclass(frozen=True)
@@ -52,13 +52,16 @@ class GroupLag:
         return {"group": self.group, "total_lag": self.total, "partitions": [asdict(p) for p in self.partitions]}
 
 
-def log_end_offsets(
+def watermarks(
     settings: Settings, partitions: Iterable[tuple[str, int]], *, timeout: float = 10.0
-) -> dict[tuple[str, int], int]:
-    """Return the true log-end offset of each ``(topic, partition)``.
+) -> dict[tuple[str, int], tuple[int, int]]:
+    """Return ``(log-start, log-end)`` offsets of each ``(topic, partition)``.
 
     Fetches from each partition's start with a throw-away, never-committing
-    consumer and reads the high watermark from the fetch responses.
+    consumer and reads the high watermark from the fetch responses; the
+    ``ListOffsets`` answer is used where it is larger (it never is on Tansu,
+    it agrees on Apache Kafka). The log start is ``ListOffsets(earliest)``,
+    which is right on both.
     """
     wanted = sorted(set(partitions))
     if not wanted:
@@ -68,29 +71,39 @@ def log_end_offsets(
         f"streamml.lag-probe.{uuid.uuid4().hex}",
         **{"enable.auto.commit": False, "max.partition.fetch.bytes": 1, "fetch.wait.max.ms": 10},
     )
-    ends: dict[tuple[str, int], int] = {}
+    fetched: dict[tuple[str, int], int] = {}
+    marks: dict[tuple[str, int], tuple[int, int]] = {}
     try:
         consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in wanted])
         deadline = time.monotonic() + timeout
-        while len(ends) < len(wanted) and time.monotonic() < deadline:
+        while len(fetched) < len(wanted) and time.monotonic() < deadline:
             consumer.poll(0.05)
             for tp in wanted:
-                if tp in ends:
+                if tp in fetched:
                     continue
                 _, high = consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
                 if high >= 0:
-                    ends[tp] = high
+                    fetched[tp] = high
         for tp in wanted:
             try:
-                _, listed = consumer.get_watermark_offsets(TopicPartition(*tp), timeout=timeout, cached=False)
+                low, listed = consumer.get_watermark_offsets(TopicPartition(*tp), timeout=timeout, cached=False)
             except KafkaException as exc:
-                if tp not in ends:
-                    raise KafkaClientError(f"cannot read the log-end offset of {tp[0]}[{tp[1]}]: {describe_error(exc)}") from exc
-                continue
-            ends[tp] = max(ends.get(tp, listed), listed)
+                if tp not in fetched:
+                    raise KafkaClientError(
+                        f"cannot read the log-end offset of {tp[0]}[{tp[1]}]: {describe_error(exc)}"
+                    ) from exc
+                low, listed = 0, fetched[tp]
+            marks[tp] = (max(low, 0), max(fetched.get(tp, listed), listed))
     finally:
         consumer.close()
-    return ends
+    return marks
+
+
+def log_end_offsets(
+    settings: Settings, partitions: Iterable[tuple[str, int]], *, timeout: float = 10.0
+) -> dict[tuple[str, int], int]:
+    """Return the true log-end offset of each ``(topic, partition)`` (see :func:`watermarks`)."""
+    return {tp: high for tp, (_, high) in watermarks(settings, partitions, timeout=timeout).items()}
 
 
 def _committed(settings: Settings, group: str, timeout: float) -> dict[tuple[str, int], int | None]:
@@ -123,6 +136,17 @@ def list_groups(settings: Settings, timeout: float = 10.0) -> list[str]:
     return sorted(g.group_id for g in result.valid)
 
 
+def partition_lag(committed: int | None, log_start: int, log_end: int) -> int:
+    """Records a group still has to read on one partition.
+
+    Records below the log start are gone (retention or deleted records), so a
+    group that committed nothing, or committed below the start, counts from
+    the start.
+    """
+    position = log_start if committed is None else max(committed, log_start)
+    return max(log_end - position, 0)
+
+
 def consumer_lag(
     settings: Settings,
     groups: Iterable[str],
@@ -134,7 +158,7 @@ def consumer_lag(
 
     A group's topics are those it has committed offsets for, plus any listed
     for it in ``topics`` (so a group that has not committed yet shows its whole
-    backlog). Partitions without a committed offset count from offset 0.
+    backlog). Partitions without a committed offset count from the log start.
     """
     per_group: dict[str, dict[tuple[str, int], int | None]] = {}
     needed_topics: set[str] = set()
@@ -150,13 +174,13 @@ def consumer_lag(
         for topic in sorted(group_topics):
             for partition in range(counts.get(topic, 0)):
                 all_partitions[group].append((topic, partition))
-    ends = log_end_offsets(settings, [tp for tps in all_partitions.values() for tp in tps], timeout=timeout)
+    marks = watermarks(settings, [tp for tps in all_partitions.values() for tp in tps], timeout=timeout)
     report = []
     for group, committed in per_group.items():
         rows = []
         for tp in all_partitions[group]:
-            end = ends.get(tp, 0)
+            start, end = marks.get(tp, (0, 0))
             offset = committed.get(tp)
-            rows.append(PartitionLag(group, tp[0], tp[1], offset, end, max(end - (offset or 0), 0)))
+            rows.append(PartitionLag(group, tp[0], tp[1], offset, end, partition_lag(offset, start, end)))
         report.append(GroupLag(group, rows))
     return report

@@ -70,7 +70,12 @@ def read_to_end(
                     if high >= 0:
                         ends[p] = high
                         if positions[p] is None:
-                            positions[p] = low if low >= 0 else 0
+                            # Nothing read yet: start from the log start. Older
+                            # fetch responses carry no log start; ListOffsets'
+                            # earliest is right on every broker.
+                            if low < 0:
+                                low, _ = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                            positions[p] = max(low, 0)
             if len(ends) == len(parts) and all((positions[p] or 0) >= ends[p] for p in parts):
                 return
             if time.monotonic() > deadline:
