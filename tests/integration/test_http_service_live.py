@@ -1,0 +1,112 @@
+"""`streamml serve`'s service on a real broker: hot swaps under load fail no request."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from consumers import ModelSubscriber
+from consumers.http_service import ModelServer
+from model_publisher import catalog
+from model_publisher.publisher import ModelPublisher
+from streamml.config import Settings
+from streamml.topics import Topics
+from tests.conftest import eventually
+
+pytestmark = pytest.mark.integration
+
+
+def _model(n: int) -> Any:
+    model = catalog.build("logistic")
+    for i in range(n):
+        model.learn_one({"a": float(i % 5), "b": float(i % 3)}, i % 2 == 0)
+    return model
+
+
+def _post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    try:
+        # A stalled request fails here rather than hanging the test.
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@pytest.fixture
+def publisher(settings: Settings, topics: Topics) -> Iterator[ModelPublisher]:
+    p = ModelPublisher(settings)
+    p.start()
+    yield p
+    p.close()
+
+
+def test_requests_during_swaps_all_succeed_on_some_version(settings: Settings, publisher: ModelPublisher) -> None:
+    with ModelSubscriber(settings) as subscriber, ModelServer(subscriber, port=0) as server:
+        url = f"{server.url}/predict"
+        assert _post(url, {"features": {"a": 1.0, "b": 2.0}})[0] == 503
+        publisher.publish(_model(5), metrics={}, n_learned=5, input_offsets={})
+        assert subscriber.wait_for_version(1, timeout=30)
+
+        failures: list[Any] = []
+        versions: list[int] = []
+        done = threading.Event()
+
+        def client() -> None:
+            while not done.is_set():
+                try:
+                    status, body = _post(url, {"instances": [{"a": 1.0, "b": 2.0}, {"a": 4.0, "b": 0.0}]})
+                except Exception as exc:  # a refused connection or a timeout is a failure too
+                    failures.append(exc)
+                    continue
+                if status != 200:
+                    failures.append((status, body))
+                else:
+                    versions.append(body["model_version"])
+
+        clients = [threading.Thread(target=client) for _ in range(3)]
+        for thread in clients:
+            thread.start()
+        try:
+            for n in range(2, 7):
+                publisher.publish(_model(5 * n), metrics={}, n_learned=5 * n, input_offsets={})
+                assert subscriber.wait_for_version(n, timeout=30)
+                seen = len(versions)
+                eventually(lambda: len(versions) > seen + 5, timeout=30, what="requests served after the swap")
+        finally:
+            done.set()
+            for thread in clients:
+                thread.join(30)
+    assert failures == []
+    assert set(versions) >= {2, 3, 4, 5, 6}
+
+
+def test_serve_command_answers_and_stops_on_sigterm(settings: Settings, publisher: ModelPublisher, unused_port: int) -> None:
+    publisher.publish(_model(5), metrics={}, n_learned=5, input_offsets={})
+    env = {**settings.to_env(), "PATH": ""}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamml", "serve", "--port", str(unused_port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+    )
+    try:
+        def answered() -> bool:
+            try:
+                return _post(f"http://127.0.0.1:{unused_port}/predict", {"features": {"a": 1.0, "b": 0.0}})[0] == 200
+            except OSError:
+                return False  # not listening yet
+
+        eventually(answered, timeout=60, interval=0.2, what="streamml serve to answer with v1")
+    finally:
+        process.terminate()
+        code = process.wait(30)
+    output = process.stdout.read() if process.stdout else ""
+    assert code == 0, output
+    assert f"serving {settings.model_name} v1" in output

@@ -1,0 +1,104 @@
+"""The HTTP scoring service over a model slot (no broker: the slot is offered envelopes directly)."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from consumers.http_service import MAX_INSTANCES, ModelServer
+from consumers.swap import ModelSlot
+from streamml.envelope import seal
+
+
+class Threshold:
+    """A tiny picklable model: 1 if x > cut, with probabilities."""
+
+    def __init__(self, cut: float) -> None:
+        self.cut = cut
+
+    def predict_one(self, x: dict[str, float]) -> int:
+        return int(x["x"] > self.cut)
+
+    def predict_proba_one(self, x: dict[str, float]) -> dict[int, float]:
+        p = 1.0 if x["x"] > self.cut else 0.0
+        return {0: 1 - p, 1: p}
+
+
+def call(url: str, body: Any = None, *, raw: bytes | None = None) -> tuple[int, dict[str, Any], dict[str, str]]:
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read()), dict(response.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read()), dict(exc.headers)
+
+
+@pytest.fixture
+def slot() -> ModelSlot:
+    return ModelSlot("m", allow_runtime_mismatch=False)
+
+
+@pytest.fixture
+def server(slot: ModelSlot) -> Iterator[ModelServer]:
+    with ModelServer(slot, port=0) as running:
+        yield running
+
+
+def test_not_ready_is_503_never_a_default_answer(server: ModelServer) -> None:
+    status, body, headers = call(f"{server.url}/predict", {"features": {"x": 1.0}})
+    assert status == 503 and body["ready"] is False and headers["Retry-After"] == "1"
+    assert call(f"{server.url}/readyz")[0] == 503
+    assert call(f"{server.url}/healthz")[:2] == (200, {"status": "ok"})
+
+
+def test_predictions_name_the_version_that_made_them(server: ModelServer, slot: ModelSlot) -> None:
+    assert slot.offer(seal(Threshold(0.5), model_name="m", version=3, flavor="river"))
+    status, body, _ = call(f"{server.url}/predict", {"features": {"x": 0.9}})
+    assert status == 200 and body == {"model_version": 3, "prediction": 1, "probabilities": {"0": 0.0, "1": 1.0}}
+    status, body, _ = call(f"{server.url}/predict", {"instances": [{"x": 0.1}, {"x": 0.7}]})
+    assert status == 200 and [p["prediction"] for p in body["predictions"]] == [0, 1] and body["model_version"] == 3
+    assert call(f"{server.url}/readyz")[:2] == (200, {"ready": True, "model_version": 3})
+    status, model, _ = call(f"{server.url}/model")
+    assert status == 200 and model["version"] == 3 and "payload" not in model
+
+
+def test_a_swap_changes_the_answers(server: ModelServer, slot: ModelSlot) -> None:
+    slot.offer(seal(Threshold(0.5), model_name="m", version=1, flavor="river"))
+    assert call(f"{server.url}/predict", {"features": {"x": 0.7}})[1]["prediction"] == 1
+    slot.offer(seal(Threshold(0.8), model_name="m", version=2, flavor="river"))
+    assert call(f"{server.url}/predict", {"features": {"x": 0.7}})[1] == {
+        "model_version": 2, "prediction": 0, "probabilities": {"0": 1.0, "1": 0.0},
+    }
+
+
+@pytest.mark.parametrize(
+    ("body", "raw", "status", "fragment"),
+    [
+        (None, b"{not json", 400, "not JSON"),
+        ([1, 2], None, 400, "JSON object"),
+        ({"nothing": 1}, None, 400, "send {'features'"),
+        ({"features": {}}, None, 400, "non-empty object"),
+        ({"features": {"x": "high"}}, None, 400, "finite number"),
+        ({"features": {"x": True}}, None, 400, "finite number"),
+        ({"instances": []}, None, 400, "list of 1 to"),
+        ({"instances": [{"x": 1.0}] * (MAX_INSTANCES + 1)}, None, 400, "list of 1 to"),
+        ({"instances": [{"x": 1.0}, {"y": 2.0}]}, None, 422, "cannot score"),
+    ],
+)
+def test_bad_requests_get_a_clear_error(
+    server: ModelServer, slot: ModelSlot, body: Any, raw: bytes | None, status: int, fragment: str
+) -> None:
+    slot.offer(seal(Threshold(0.5), model_name="m", version=1, flavor="river"))
+    got, answer, _ = call(f"{server.url}/predict", body, raw=raw)
+    assert got == status and fragment in answer["error"]
+
+
+def test_unknown_paths_are_404(server: ModelServer) -> None:
+    assert call(f"{server.url}/nope")[0] == 404
+    assert call(f"{server.url}/nope", {"features": {"x": 1}})[0] == 404
