@@ -15,6 +15,18 @@ its current end (the fetch-response high watermark, see ``streamml.reader``)
 and loads the newest version that verifies; then it follows the topic and
 swaps in each newer version that verifies. Anything else is refused with a
 reason and the current model keeps serving.
+
+The thread does not die on bad input: a record that fails in an unexpected
+way is refused (and kept in ``last_error``), and a failing consumer is
+retried with a bounded exponential backoff. ``stop()`` then ``start()``
+resumes following the topic where it stopped.
+
+Versions only move forward. If the publisher's history is lost (topic
+recreated, in-memory broker restarted) it starts again at v1; those versions
+are refused as "not newer" and the old model keeps serving, but each one is
+logged as a warning that the version sequence went backwards and counted in
+``version_regressions``, so the stale model is visible. Restart the
+subscriber (a new instance) to accept the new sequence.
 """
 
 from __future__ import annotations
@@ -42,6 +54,14 @@ logger = logging.getLogger(__name__)
 #: newest fails to load; older ones are superseded and dropped.
 _FALLBACKS = 8
 _TOPIC_RETRY_SECONDS = 1.0
+#: Backoff after a failure of the consumer: doubles from the first value, capped at the second.
+_RETRY_INITIAL_SECONDS = 0.5
+_RETRY_MAX_SECONDS = 30.0
+
+
+def _backoff(failures: int) -> float:
+    """Seconds to wait after the ``failures``-th consecutive failure (>= 1)."""
+    return min(_RETRY_MAX_SECONDS, _RETRY_INITIAL_SECONDS * 2 ** min(max(failures - 1, 0), 16))
 
 
 class ModelSubscriber:
@@ -72,24 +92,52 @@ class ModelSubscriber:
         if on_swap is not None:
             self._slot.on_swap(on_swap)
         self._stop = threading.Event()
+        self._lifecycle = threading.Lock()
         self._thread: threading.Thread | None = None
-        #: The last error the background thread hit (it keeps retrying).
-        self.last_error: StreamMLError | None = None
+        #: Offset of the next models-topic record to read; ``None`` until the start-up catch-up is done.
+        self._next_offset: int | None = None
+        self._failures = 0
+        #: The last error the background thread hit (it keeps going: a bad
+        #: record is refused, a failing consumer is retried with backoff).
+        self.last_error: Exception | None = None
 
     # -- lifecycle -------------------------------------------------------
     def start(self) -> ModelSubscriber:
-        """Start the background thread (returns ``self``)."""
-        if self._thread is None:
+        """Start the background thread (returns ``self``); a no-op if it is running.
+
+        After :meth:`stop` it may be started again: it resumes following the
+        topic where it stopped. Raises :class:`RuntimeError` if a previous
+        :meth:`stop` timed out and that thread is still winding down.
+        """
+        with self._lifecycle:
+            if self._thread is not None and self._thread.is_alive():
+                if not self._stop.is_set():
+                    return self
+                raise RuntimeError(
+                    f"the model subscriber thread for {self.model_name!r} is still stopping; call stop() again first"
+                )
+            self._stop.clear()
             self._thread = threading.Thread(target=self._run, name=f"model-subscriber-{self.model_name}", daemon=True)
             self._thread.start()
         return self
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop the background thread; the loaded model keeps answering."""
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stop the background thread; the loaded model keeps answering.
+
+        Returns ``False`` if the thread has not ended within ``timeout`` (it
+        still will; call ``stop()`` again to wait more).
+        """
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        with self._lifecycle:
+            thread = self._thread
+            if thread is None:
+                return True
+            thread.join(timeout)
+            if thread.is_alive():
+                logger.warning("model subscriber for %s did not stop within %gs", self.model_name, timeout)
+                return False
             self._thread = None
+            return True
 
     def __enter__(self) -> ModelSubscriber:
         return self.start()
@@ -120,8 +168,18 @@ class ModelSubscriber:
 
     @property
     def refused(self) -> list[Refusal]:
-        """``(offset, version, reason)`` of every record that was not loaded."""
+        """``(offset, version, reason)`` of the most recent records that were not loaded (at most 1000)."""
         return list(self._slot.refused)
+
+    @property
+    def refused_total(self) -> int:
+        """How many records were not loaded, in all."""
+        return self._slot.refused_total
+
+    @property
+    def version_regressions(self) -> int:
+        """Authentic versions that arrived older than the serving one (publisher history lost?)."""
+        return self._slot.version_regressions
 
     def current(self) -> ServingModel:
         """Return the serving model and its version (one consistent snapshot).
@@ -156,64 +214,113 @@ class ModelSubscriber:
 
     # -- background thread -----------------------------------------------
     def _run(self) -> None:
-        next_offset: int | None = None
         while not self._stop.is_set():
             try:
-                if next_offset is None:
-                    next_offset = self._catch_up()
-                    if next_offset is None:  # topic missing: wait for it
+                if self._next_offset is None:
+                    start = self._catch_up()
+                    if start is None:  # topic missing (or stopping): wait for it
                         self._stop.wait(_TOPIC_RETRY_SECONDS)
                         continue
-                next_offset = self._follow(next_offset)
-            except StreamMLError as exc:
+                    self._next_offset = start
+                    self._failures = 0
+                self._follow()
+            except Exception as exc:  # the thread must outlive any one failure
+                self._failures += 1
+                delay = _backoff(self._failures)
                 self.last_error = exc
-                logger.error("model subscriber for %s: %s; retrying", self.topic, exc)
-                self._stop.wait(_TOPIC_RETRY_SECONDS)
+                logger.error(
+                    "model subscriber for %s: %s; retrying in %gs",
+                    self.topic,
+                    exc,
+                    delay,
+                    exc_info=not isinstance(exc, StreamMLError),
+                )
+                self._stop.wait(delay)
 
     def _catch_up(self) -> int | None:
-        """Read to the current end and load the newest good version; return the next offset."""
+        """Read to the current end and load the newest good version; return the next offset.
+
+        ``None`` when the topic does not exist yet or :meth:`stop` was called.
+        """
         if not partitions_of(self.settings, self.topic):
             return None
         candidates: list[tuple[int, ModelEnvelope]] = []
         next_offset = 0
-        for message in read_to_end(self.settings, self.topic):
-            next_offset = message.offset() + 1
-            envelope = self._decode(message.offset(), message.key(), message.value(), message.headers())
-            if envelope is None or envelope.model_name != self.model_name:
-                continue
-            try:
-                verify(envelope, signing_key=self._signing_key, allow_runtime_mismatch=self._allow_runtime_mismatch)
-            except EnvelopeError as exc:
-                self._slot.refuse(message.offset(), envelope.version, str(exc))
-                continue
-            candidates.append((message.offset(), envelope))
-            if len(candidates) > 2 * _FALLBACKS:
-                candidates = sorted(candidates, key=lambda c: c[1].version, reverse=True)[:_FALLBACKS]
+        messages = read_to_end(self.settings, self.topic)
+        try:
+            for message in messages:
+                if self._stop.is_set():
+                    return None
+                next_offset = message.offset() + 1
+                try:
+                    envelope = self._candidate(message)
+                except Exception as exc:
+                    self._refuse_unexpected(message.offset(), exc)
+                    continue
+                if envelope is None:
+                    continue
+                candidates.append((message.offset(), envelope))
+                if len(candidates) > 2 * _FALLBACKS:
+                    candidates = sorted(candidates, key=lambda c: c[1].version, reverse=True)[:_FALLBACKS]
+        finally:
+            messages.close()  # closes the reader's consumer now, not at garbage collection
+        if self._stop.is_set():
+            return None
         self._slot.load_newest(candidates)
         return next_offset
 
-    def _follow(self, start: int) -> int:
-        """Swap in newer versions as they arrive, until stopped; return the next offset."""
+    def _candidate(self, message: Any) -> ModelEnvelope | None:
+        """Decode and verify one start-up record; ``None`` if not ours or refused."""
+        envelope = self._decode(message.offset(), message.key(), message.value(), message.headers())
+        if envelope is None or envelope.model_name != self.model_name:
+            return None
+        try:
+            verify(envelope, signing_key=self._signing_key, allow_runtime_mismatch=self._allow_runtime_mismatch)
+        except EnvelopeError as exc:
+            self._slot.refuse(message.offset(), envelope.version, str(exc))
+            return None
+        return envelope
+
+    def _follow(self) -> None:
+        """Swap in newer versions as they arrive from ``_next_offset``, until stopped.
+
+        ``_next_offset`` advances with every record, so after a failure the
+        next call resumes where this one was instead of replaying.
+        """
+        assert self._next_offset is not None
         consumer: Consumer = make_consumer(
             self.settings, f"streamml.subscriber.{uuid.uuid4().hex}", **{"enable.auto.commit": False}
         )
-        next_offset = start
         try:
-            consumer.assign([TopicPartition(self.topic, 0, start)])
+            consumer.assign([TopicPartition(self.topic, 0, self._next_offset)])
             while not self._stop.is_set():
-                for message in consumer.consume(100, timeout=0.2):
+                batch = consumer.consume(100, timeout=0.2)
+                self._failures = 0  # the consumer works again
+                for message in batch:
                     if message.error():
                         logger.warning("models topic %s: %s", self.topic, message.error())
                         continue
-                    next_offset = message.offset() + 1
-                    envelope = self._decode(message.offset(), message.key(), message.value(), message.headers())
-                    if envelope is not None:
-                        self._slot.offer(envelope, message.offset())
+                    offset = message.offset()
+                    try:
+                        envelope = self._decode(offset, message.key(), message.value(), message.headers())
+                        if envelope is not None:
+                            self._slot.offer(envelope, offset)
+                    except Exception as exc:
+                        self._refuse_unexpected(offset, exc)
+                    self._next_offset = offset + 1
         except KafkaException as exc:
             raise KafkaClientError(f"cannot read {self.topic}: {describe_error(exc)}") from exc
         finally:
-            consumer.close()
-        return next_offset
+            try:
+                consumer.close()
+            except Exception:
+                logger.debug("closing the models-topic consumer failed", exc_info=True)
+
+    def _refuse_unexpected(self, offset: int, exc: Exception) -> None:
+        """A record broke its handling in an unexpected way: keep the error, refuse the record, go on."""
+        self.last_error = exc
+        logger.error("model subscriber for %s: record at offset %d failed", self.topic, offset, exc_info=exc)
+        self._slot.refuse(offset, None, f"unexpected error handling the record: {type(exc).__name__}: {exc}")
 
     def _decode(self, offset: int, key: bytes | None, value: bytes | None, headers: Any) -> ModelEnvelope | None:
         try:

@@ -5,17 +5,24 @@ broker. A candidate envelope is verified and deserialized completely off to
 the side; only then is the single ``_serving`` reference replaced. A reader
 takes that reference once per prediction, so it sees the old model or the
 new one, never a half-loaded one, and needs no lock.
+
+Versions only move forward. An authentic envelope *older* than the serving
+one means the publisher's history was lost (topic recreated, in-memory broker
+restarted) and it restarted its numbering: it is refused like any older
+version, but counted in ``version_regressions`` and logged as a warning
+saying the sequence went backwards, so a stale model does not serve silently.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from streamml.envelope import ModelEnvelope, open_envelope
+from streamml.envelope import ModelEnvelope, open_envelope, verify
 from streamml.errors import EnvelopeError, ModelNotReadyError
 
 __all__ = ["ServingModel", "Refusal", "ModelSlot", "SwapCallback"]
@@ -24,6 +31,9 @@ logger = logging.getLogger(__name__)
 
 #: ``callback(old_version, new_version, envelope_summary)``, called after a swap.
 SwapCallback = Callable[[int | None, int, dict[str, Any]], None]
+
+#: Refusals kept in ``ModelSlot.refused`` (oldest dropped first).
+MAX_REFUSALS = 1000
 
 
 @dataclass(frozen=True)
@@ -70,7 +80,12 @@ class ModelSlot:
         self._offer_lock = threading.Lock()
         self._changed = threading.Condition()
         self._callbacks: list[SwapCallback] = []
-        self.refused: list[Refusal] = []
+        #: The most recent refusals, at most :data:`MAX_REFUSALS`.
+        self.refused: deque[Refusal] = deque(maxlen=MAX_REFUSALS)
+        #: Every refusal so far, including those dropped from ``refused``.
+        self.refused_total = 0
+        #: Authentic envelopes that arrived with a version below the serving one.
+        self.version_regressions = 0
         self.swaps = 0
 
     # -- reading ---------------------------------------------------------
@@ -94,6 +109,7 @@ class ModelSlot:
     def refuse(self, offset: int | None, version: int | None, reason: str) -> None:
         """Record (and log) that a record was not loaded."""
         self.refused.append(Refusal(offset, version, reason))
+        self.refused_total += 1
         logger.warning("refused %s v%s at offset %s: %s", self.model_name, version, offset, reason)
 
     def offer(self, envelope: ModelEnvelope, offset: int | None = None) -> bool:
@@ -102,13 +118,22 @@ class ModelSlot:
         Returns ``True`` on a swap. Envelopes of another model name are ignored
         (``False``, not refused: several models may share the topic); any other
         failure is refused with its reason and the current model keeps serving.
+        An authentic envelope older than the serving version is also counted
+        in ``version_regressions`` (see the module docstring).
         """
         if envelope.model_name != self.model_name:
             return False
         with self._offer_lock:
             old = self._serving
             if old is not None and envelope.version <= old.version:
-                self.refuse(offset, envelope.version, f"version {envelope.version} is not newer than the serving v{old.version}")
+                reason = f"version {envelope.version} is not newer than the serving v{old.version}"
+                if envelope.version < old.version and self._authentic(envelope):
+                    self.version_regressions += 1
+                    reason += (
+                        "; the version sequence went backwards (publisher history lost?), "
+                        f"v{old.version} keeps serving until a newer version arrives"
+                    )
+                self.refuse(offset, envelope.version, reason)
                 return False
             try:
                 model = open_envelope(
@@ -117,10 +142,22 @@ class ModelSlot:
             except EnvelopeError as exc:
                 self.refuse(offset, envelope.version, str(exc))
                 return False
+            except Exception as exc:  # a payload that breaks loading must not break the caller
+                logger.debug("opening %s v%s failed", self.model_name, envelope.version, exc_info=True)
+                self.refuse(offset, envelope.version, f"payload could not be opened: {type(exc).__name__}: {exc}")
+                return False
             new = ServingModel(model, envelope.version, envelope.summary())
             self._install(new)
         logger.info("serving %s v%d (was v%s)", self.model_name, new.version, None if old is None else old.version)
         self._notify(None if old is None else old.version, new)
+        return True
+
+    def _authentic(self, envelope: ModelEnvelope) -> bool:
+        """Checksum and signature hold (whatever runtime wrote it)."""
+        try:
+            verify(envelope, signing_key=self._signing_key, allow_runtime_mismatch=True)
+        except EnvelopeError:
+            return False
         return True
 
     def load_newest(self, candidates: Iterable[tuple[int | None, ModelEnvelope]]) -> bool:

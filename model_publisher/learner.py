@@ -84,23 +84,36 @@ class OnlineLearner:
 
         Returns the prediction made before learning (``None`` for an
         unlabeled event, which is counted but neither predicted nor learned).
+
+        If the model raises (a label of a type it cannot learn, a feature
+        value it cannot take), the exception propagates and no counter,
+        metric or input offset has moved: the caller decides to skip the
+        record (and :meth:`advance` past it). The model itself may have been
+        partly updated by then (a pipeline's scaler learns before its
+        classifier raises); that cannot be undone without copying the model
+        per event.
         """
-        self.n_seen += 1
-        self.advance(topic, partition, offset)
         if y is None:
+            self.n_seen += 1
+            self.advance(topic, partition, offset)
             return None
         proba = self.model.predict_proba_one(x) if self._has_proba else {}
         y_pred = self.model.predict_one(x)
-        correct = y_pred == y
-        self._n_correct += int(correct)
-        self._rolling.update(y, y_pred)
+        # Still test-then-train: the prediction above was made before learning;
+        # the metrics are only updated once learning succeeded too.
+        self.model.learn_one(x, y)
+        loss = None
         if proba:
             # Cross-entropy of the true class; equals binary log loss for two classes.
-            p = max(float(proba.get(y, 0.0)), _PROBA_FLOOR)
-            self._loss_sum -= math.log(p)
+            loss = -math.log(max(float(proba.get(y, 0.0)), _PROBA_FLOOR))
+        self._rolling.update(y, y_pred)
+        self._n_correct += int(y_pred == y)
+        if loss is not None:
+            self._loss_sum += loss
             self._n_scored += 1
-        self.model.learn_one(x, y)
+        self.n_seen += 1
         self.n_learned += 1
+        self.advance(topic, partition, offset)
         return y_pred
 
     def advance(self, topic: str, partition: int, offset: int) -> None:

@@ -17,6 +17,15 @@ in its window, plus itself) but is not added to the state.
 The state serializes to a JSON-ready dict (:meth:`WindowState.dump`) so a
 faust table can changelog it; :meth:`WindowState.load` reads that dict back
 (after a recovery) or copies a live state object.
+
+Replays: the changelog record of a key and the commit of the input offsets
+that produced it are not atomic, so after a crash the input may be replayed
+over a state that already counts it. The state therefore remembers, per
+source partition, the highest source offset it has counted
+(:attr:`WindowState.applied`); :meth:`WindowState.contains` tells a replayed
+record, which must not be added again, and :meth:`WindowState.remove` takes
+such a record back out of a scratch copy so the pipeline can recompute the
+features the record got the first time.
 """
 
 from __future__ import annotations
@@ -69,20 +78,37 @@ class WindowSpec:
 
 @dataclass
 class WindowState:
-    """The buckets of one key: ``{bucket index: [count, sum_1, n_1, sum_2, n_2, ...]}``."""
+    """The buckets of one key: ``{bucket index: [count, sum_1, n_1, sum_2, n_2, ...]}``.
+
+    ``applied`` maps a source partition to the highest offset of it counted
+    in the buckets (one entry per partition the key's events came from,
+    usually one).
+    """
 
     latest_bucket: int | None = None
     buckets: dict[int, list[float]] = field(default_factory=dict)
+    applied: dict[int, int] = field(default_factory=dict)
 
-    def add(self, time_ms: int, values: Mapping[str, float | None], spec: WindowSpec) -> bool:
+    def add(
+        self,
+        time_ms: int,
+        values: Mapping[str, float | None],
+        spec: WindowSpec,
+        source: tuple[int, int] | None = None,
+    ) -> bool:
         """Count an event in its bucket and drop expired buckets.
 
-        Returns ``False`` (and changes nothing) for an event older than the
-        retention horizon.
+        ``source`` is the event's ``(partition, offset)``; when given, it is
+        recorded as applied. Returns ``False`` (and changes nothing) for an
+        event older than the retention horizon.
         """
         index = time_ms // spec.bucket_ms
         if self.latest_bucket is not None and index <= self.latest_bucket - spec.retained_buckets:
             return False
+        if source is not None:
+            partition, offset = source
+            if offset > self.applied.get(partition, -1):
+                self.applied[partition] = offset
         slot = self.buckets.get(index)
         if slot is None:
             slot = self.buckets[index] = [0.0] * (1 + 2 * len(spec.fields))
@@ -99,19 +125,56 @@ class WindowState:
                 del self.buckets[old]
         return True
 
+    def contains(self, partition: int, offset: int) -> bool:
+        """Whether the source record at ``partition``/``offset`` is already accounted for.
+
+        True for every offset at or below the highest one applied from that
+        partition (an earlier record that was too late to be added included:
+        replaying it would not add it either).
+        """
+        return offset <= self.applied.get(partition, -1)
+
+    def remove(self, time_ms: int, values: Mapping[str, float | None], spec: WindowSpec) -> bool:
+        """Undo :meth:`add` of an event this state counts; ``False`` if its bucket is gone.
+
+        The bucket of an event that was too late to be added is always older
+        than the retention horizon, so it is gone too: an event is taken out
+        exactly when it was put in, unless a later event expired its bucket.
+        Leaves ``latest_bucket`` and ``applied`` alone. Meant for a scratch
+        copy (see the module doc); float sums come back up to rounding.
+        """
+        index = time_ms // spec.bucket_ms
+        slot = self.buckets.get(index)
+        if slot is None:
+            return False
+        slot[0] -= 1
+        for i, name in enumerate(spec.fields):
+            value = values.get(name)
+            if value is not None:
+                slot[1 + 2 * i] -= value
+                slot[2 + 2 * i] -= 1
+        if slot[0] <= 0:
+            del self.buckets[index]
+        return True
+
     def dump(self, spec: WindowSpec) -> dict[str, Any]:
         """Return a JSON-ready form, tagged with the spec it was built with."""
-        return {
+        dumped: dict[str, Any] = {
             "v": _FORMAT_VERSION,
             "bucket_ms": spec.bucket_ms,
             "fields": list(spec.fields),
             "latest": self.latest_bucket,
             "buckets": [[index, *slot] for index, slot in sorted(self.buckets.items())],
         }
+        if self.applied:  # optional: absent from state written before it existed
+            dumped["applied"] = [[partition, offset] for partition, offset in sorted(self.applied.items())]
+        return dumped
 
     def copy(self) -> WindowState:
         """Return an independent copy."""
-        return WindowState(self.latest_bucket, {index: list(slot) for index, slot in self.buckets.items()})
+        return WindowState(
+            self.latest_bucket, {index: list(slot) for index, slot in self.buckets.items()}, dict(self.applied)
+        )
 
     @classmethod
     def load(cls, raw: Any, spec: WindowSpec) -> WindowState:
@@ -119,7 +182,8 @@ class WindowState:
 
         State written under another bucket width or field list cannot be
         reinterpreted, so it is discarded (a configuration change restarts the
-        windows). Raises ``ValueError`` if ``raw`` is malformed.
+        windows). A dump without ``applied`` (written before it existed) loads
+        with no applied offsets: nothing is skipped on a replay over it. Raises ``ValueError`` if ``raw`` is malformed.
         """
         if raw is None:
             return cls()
@@ -133,8 +197,9 @@ class WindowState:
             if any(len(slot) != width for slot in buckets.values()):
                 raise ValueError("bucket of the wrong width")
             latest = raw["latest"]
-            return cls(latest_bucket=None if latest is None else int(latest), buckets=buckets)
-        except (KeyError, TypeError, IndexError) as exc:
+            applied = {int(partition): int(offset) for partition, offset in raw.get("applied") or ()}
+            return cls(latest_bucket=None if latest is None else int(latest), buckets=buckets, applied=applied)
+        except (KeyError, TypeError, IndexError, AttributeError) as exc:
             raise ValueError(f"malformed window state: {exc!r}") from exc
 
 

@@ -7,11 +7,13 @@ envelope, and a consumer deserializes the payload only after:
 
 1. the envelope decodes and names a format this process supports;
 2. the payload's sha256 matches the one in the envelope;
-3. when a signing key is configured, the HMAC-SHA256 signature over the
-   identifying fields and the checksum matches (so a replayed or forged
-   version is refused);
-4. the writer's Python and model-library versions match this process's
-   (major.minor), unless the caller allows a mismatch.
+3. when a signing key is configured, the HMAC-SHA256 signature over every
+   field but the payload (a canonical JSON of them, which includes the
+   payload's checksum) matches, so no field -- input offsets, metrics,
+   runtime -- can be altered and a forged version is refused;
+4. the writer's Python and model-library versions, which the envelope must
+   state, match this process's (major.minor), unless the caller allows a
+   mismatch.
 """
 
 from __future__ import annotations
@@ -19,10 +21,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import json
 import pickle
 import platform
+import re
 import time
 from collections.abc import Mapping
+import dataclasses
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
@@ -46,6 +51,8 @@ __all__ = [
 ENVELOPE_VERSION = 1
 SUPPORTED_FORMATS = frozenset({"pickle"})
 _FLAVOR_PACKAGES = {"river": "river", "sklearn": "scikit-learn"}
+#: A sha256 digest or HMAC-SHA256 signature as written by :func:`seal`.
+_HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 _serde: AvroSerde | None = None
 
@@ -112,10 +119,28 @@ def runtime_info(flavor: str) -> dict[str, str]:
     return dict(_runtime_info(flavor))
 
 
-def _signed_bytes(
-    envelope_version: int, model_name: str, version: int, created_at: int, fmt: str, sha256: str
-) -> bytes:
-    return f"{envelope_version}\n{model_name}\n{version}\n{created_at}\n{fmt}\n{sha256}".encode()
+def _signed_bytes(envelope: ModelEnvelope) -> bytes:
+    """The canonical bytes the signature covers: every field but the payload and the signature.
+
+    The payload itself is covered through ``sha256``. Sorted keys, no
+    whitespace and ASCII-only output make it byte-for-byte reproducible from
+    a decoded envelope (Avro round-trips every value exactly).
+    """
+    fields = {
+        "envelope_version": envelope.envelope_version,
+        "model_name": envelope.model_name,
+        "version": envelope.version,
+        "created_at": envelope.created_at,
+        "format": envelope.format,
+        "flavor": envelope.flavor,
+        "model_class": envelope.model_class,
+        "metrics": dict(envelope.metrics),
+        "n_learned": envelope.n_learned,
+        "input_offsets": dict(envelope.input_offsets),
+        "runtime": dict(envelope.runtime),
+        "sha256": envelope.sha256,
+    }
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
 
 
 def _sign(key: str, data: bytes) -> str:
@@ -143,9 +168,6 @@ def seal(
     payload = pickle.dumps(model, protocol=5)
     digest = hashlib.sha256(payload).hexdigest()
     created = created_at if created_at is not None else int(time.time() * 1000)
-    signature = None
-    if signing_key:
-        signature = _sign(signing_key, _signed_bytes(ENVELOPE_VERSION, model_name, version, created, "pickle", digest))
     envelope = ModelEnvelope(
         model_name=model_name,
         version=version,
@@ -159,8 +181,9 @@ def seal(
         runtime=runtime_info(flavor),
         sha256=digest,
         payload=payload,
-        signature=signature,
     )
+    if signing_key:
+        envelope = dataclasses.replace(envelope, signature=_sign(signing_key, _signed_bytes(envelope)))
     if max_bytes is not None:
         size = len(encode_envelope(envelope))
         if size > max_bytes:
@@ -207,34 +230,44 @@ def verify(envelope: ModelEnvelope, *, signing_key: str | None = None, allow_run
         raise EnvelopeError(f"{name}: payload format {envelope.format!r} is not supported")
     if envelope.flavor not in _FLAVOR_PACKAGES:
         raise EnvelopeError(f"{name}: model flavor {envelope.flavor!r} is not supported")
+    # Avro strings may hold any Unicode, and hmac.compare_digest raises TypeError
+    # on non-ASCII str: check the shape first, then compare bytes.
+    if not _is_hex_digest(envelope.sha256):
+        raise EnvelopeError(f"{name}: sha256 {envelope.sha256[:16]!r} is not 64 lowercase hex digits")
+    if envelope.signature is not None and not _is_hex_digest(envelope.signature):
+        raise EnvelopeError(f"{name}: signature {envelope.signature[:16]!r} is not 64 lowercase hex digits")
     actual = hashlib.sha256(envelope.payload).hexdigest()
-    if not hmac.compare_digest(actual, envelope.sha256):
+    if not hmac.compare_digest(actual.encode("ascii"), envelope.sha256.encode("ascii")):
         raise EnvelopeError(f"{name}: payload sha256 {actual[:12]}… does not match the envelope's {envelope.sha256[:12]}…")
     if signing_key:
         if envelope.signature is None:
             raise EnvelopeError(f"{name}: envelope is not signed and a signing key is configured")
-        expected = _sign(
-            signing_key,
-            _signed_bytes(
-                envelope.envelope_version,
-                envelope.model_name,
-                envelope.version,
-                envelope.created_at,
-                envelope.format,
-                envelope.sha256,
-            ),
-        )
-        if not hmac.compare_digest(expected, envelope.signature):
+        expected = _sign(signing_key, _signed_bytes(envelope))
+        if not hmac.compare_digest(expected.encode("ascii"), envelope.signature.encode("ascii")):
             raise EnvelopeError(f"{name}: signature does not match (wrong key or tampered envelope)")
     if not allow_runtime_mismatch:
         here = runtime_info(envelope.flavor)
-        for package, theirs in envelope.runtime.items():
+        # Loop over what this process requires, not over what the envelope
+        # chose to declare: an envelope that omits a version is refused.
+        for package in ("python", _FLAVOR_PACKAGES[envelope.flavor]):
+            theirs = envelope.runtime.get(package)
             ours = here.get(package)
-            if package in ("python", _FLAVOR_PACKAGES[envelope.flavor]) and ours and _minor(ours) != _minor(theirs):
+            if theirs is None:
+                raise EnvelopeError(
+                    f"{name}: envelope does not say which {package} version wrote it; "
+                    "pickled models are not portable across versions"
+                )
+            if ours is None:
+                raise EnvelopeError(f"{name}: written with {package} {theirs}, which is not installed here")
+            if _minor(ours) != _minor(theirs):
                 raise EnvelopeError(
                     f"{name}: written with {package} {theirs}, this process has {ours}; "
                     "pickled models are not portable across versions"
                 )
+
+
+def _is_hex_digest(value: object) -> bool:
+    return isinstance(value, str) and _HEX_DIGEST.fullmatch(value) is not None
 
 
 def _minor(version: str) -> tuple[str, ...]:

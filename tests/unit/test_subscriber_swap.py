@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import eventually
 from consumers.swap import ModelSlot
-from streamml.envelope import ModelEnvelope, seal
+from streamml.envelope import ModelEnvelope, _sign, _signed_bytes, seal
 from streamml.errors import ModelNotReadyError
 
 KEY = "s3cret"
@@ -31,6 +31,12 @@ class Constant:
 
 def envelope(version: int, *, key: str | None = KEY, name: str = "m", model: Any = None) -> ModelEnvelope:
     return seal(model or Constant(version), model_name=name, version=version, flavor="river", signing_key=key)
+
+
+def resigned(env: ModelEnvelope, key: str = KEY, **changes: Any) -> ModelEnvelope:
+    """``env`` with ``changes``, signed again: what an honest publisher with that runtime would send."""
+    changed = dataclasses.replace(env, **changes)
+    return dataclasses.replace(changed, signature=_sign(key, _signed_bytes(changed)))
 
 
 def flip_payload_byte(env: ModelEnvelope) -> ModelEnvelope:
@@ -76,7 +82,7 @@ def test_a_failing_callback_is_logged_not_propagated(slot: ModelSlot, caplog: py
         (lambda: flip_payload_byte(envelope(2)), "sha256"),
         (lambda: envelope(2, key="wrong key"), "signature does not match"),
         (lambda: envelope(2, key=None), "not signed"),
-        (lambda: dataclasses.replace(envelope(2), runtime={"python": "2.7.18"}), "python 2.7.18"),
+        (lambda: resigned(envelope(2), runtime={"python": "2.7.18"}), "python 2.7.18"),
         (lambda: dataclasses.replace(envelope(2), format="onnx"), "format 'onnx'"),
         (lambda: envelope(2, model={"weights": [1, 2]}), "no predict_one"),
         (lambda: envelope(1), "not newer"),
@@ -103,7 +109,7 @@ def test_runtime_mismatch_can_be_allowed_explicitly() -> None:
 
 def test_another_models_envelopes_are_ignored_not_refused(slot: ModelSlot) -> None:
     assert not slot.offer(envelope(9, name="other"))
-    assert slot.version == 1 and slot.refused == []
+    assert slot.version == 1 and not slot.refused and slot.refused_total == 0
 
 
 def test_start_up_loads_the_newest_valid_version_and_falls_back() -> None:
