@@ -254,7 +254,7 @@ class ModelSubscriber:
                 next_offset = message.offset() + 1
                 try:
                     envelope = self._candidate(message)
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - one bad record must not end the thread
                     self._refuse_unexpected(message.offset(), exc)
                     continue
                 if envelope is None:
@@ -305,7 +305,7 @@ class ModelSubscriber:
                         envelope = self._decode(offset, message.key(), message.value(), message.headers())
                         if envelope is not None:
                             self._slot.offer(envelope, offset)
-                    except Exception as exc:
+                    except Exception as exc:  # noqa: BLE001 - one bad record must not end the thread
                         self._refuse_unexpected(offset, exc)
                     self._next_offset = offset + 1
         except KafkaException as exc:
@@ -313,7 +313,7 @@ class ModelSubscriber:
         finally:
             try:
                 consumer.close()
-            except Exception:
+            except Exception:  # a failed close must not hide the real outcome
                 logger.debug("closing the models-topic consumer failed", exc_info=True)
 
     def _refuse_unexpected(self, offset: int, exc: Exception) -> None:

@@ -193,7 +193,7 @@ def _run(
         lag=lag,
         sdk_version=subscriber.version,
         sdk_swaps=subscriber.swaps,
-        sdk_refused=len(subscriber.refused),
+        sdk_refused=subscriber.refused_total,
         elapsed=time.monotonic() - started,
         bootstrap_servers=settings.bootstrap_servers,
         run_dir=run_dir,

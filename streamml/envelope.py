@@ -18,6 +18,7 @@ envelope, and a consumer deserializes the payload only after:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import hmac
@@ -27,7 +28,6 @@ import platform
 import re
 import time
 from collections.abc import Mapping
-import dataclasses
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any

@@ -128,3 +128,41 @@ def test_predictions_never_fail_while_versions_swap(settings: Settings, publishe
             done.set()
             reader.join()
     assert errors == [] and calls > 0 and subscriber.swaps == 6
+
+
+def test_a_non_ascii_checksum_on_the_topic_is_refused_and_the_subscriber_goes_on(
+    settings: Settings, topics: Topics, publisher: ModelPublisher
+) -> None:
+    with ModelSubscriber(settings) as subscriber:
+        publish(publisher)
+        assert subscriber.wait_for_version(1, timeout=15)
+        planted = dataclasses.replace(
+            seal(_model(3), model_name=settings.model_name, version=2, flavor="river"), sha256="é" * 64
+        )
+        producer = make_producer(settings)
+        producer.produce(
+            topics.models, key=settings.model_name.encode(), value=encode_envelope(planted), headers=envelope_headers()
+        )
+        assert producer.flush(10) == 0
+        eventually(lambda: subscriber.refused, timeout=15, what="the planted record to be refused")
+        [(offset, version, reason)] = subscriber.refused
+        assert (offset, version) == (1, 2) and "not 64 lowercase hex digits" in reason
+        assert publish(publisher).version == 2  # the publisher reads past it too
+        assert subscriber.wait_for_version(2, timeout=15)
+        assert subscriber.last_error is None
+
+
+def test_a_stopped_subscriber_restarts_and_resumes_following(settings: Settings, publisher: ModelPublisher) -> None:
+    subscriber = ModelSubscriber(settings).start()
+    try:
+        publish(publisher)
+        assert subscriber.wait_for_version(1, timeout=15)
+        assert subscriber.stop(timeout=15)
+        publish(publisher)
+        subscriber.start()
+        assert subscriber.wait_for_version(2, timeout=15)
+        publish(publisher)
+        assert subscriber.wait_for_version(3, timeout=15)
+        assert subscriber.refused == [] and subscriber.swaps == 3
+    finally:
+        assert subscriber.stop(timeout=15)

@@ -7,7 +7,15 @@ import dataclasses
 import pytest
 
 from streamml.config import load_settings
-from streamml.envelope import _sign, _signed_bytes, decode_envelope, encode_envelope, envelope_headers, seal, verify
+from streamml.envelope import (
+    _sign,
+    _signed_bytes,
+    decode_envelope,
+    encode_envelope,
+    envelope_headers,
+    seal,
+    verify,
+)
 from streamml.errors import EnvelopeError
 from streamml.registry import classify, newest_authentic, next_version
 
