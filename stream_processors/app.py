@@ -12,7 +12,9 @@ an offset only after its output is delivered, :class:`BatchHandler` holds an
 extra reference on each event's message and drops it once every output of
 the batch (features, dead letters, changelog records; sent without waiting on
 each) is acknowledged by the broker. That wait runs in the background, so
-batch N+1 is processed while batch N is in flight. A failed delivery crashes
+batch N+1 is processed while batch N is in flight; on a clean stop faust's
+``stream_wait_empty`` waits for those holds to be released before the final
+commit (``app.on_before_shutdown`` fires only after that commit). A failed delivery crashes
 the worker with the batch still held: it exits non-zero and replays from the
 last commit when restarted.
 
@@ -183,6 +185,12 @@ def build_app(
         producer_acks=-1,
         producer_linger_ms=5,
         stream_buffer_maxsize=max(4096, 4 * settings.processor_batch_size),
+        # On a stop (and a revocation) faust waits, before its final commit,
+        # until every message handed to a stream is acked (Consumer.wait_empty,
+        # from App._stop_consumer); BatchHandler's holds make that include the
+        # batches whose deliveries are still in flight. It is faust's default:
+        # pinned because without it a stop could commit before their acks.
+        stream_wait_empty=True,
     )
     # internal=False and raw codecs: faust neither declares the pipeline topics
     # nor decodes their records (the pipeline needs the original bytes).

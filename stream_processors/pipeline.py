@@ -76,6 +76,18 @@ class WindowUpdate:
     dumped: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    """A decoded, valid event and what its window needs."""
+
+    event: dict[str, Any]
+    window_key: bytes
+    time_ms: int
+    values: dict[str, float | None]
+    #: ``(partition, offset)`` of its source record.
+    source: tuple[int, int]
+
+
 @dataclass
 class BatchResult:
     """What one batch produced: one output per input, plus the window state to save."""
@@ -152,35 +164,53 @@ class BatchProcessor:
         changelog); the new state of every key the batch touched is returned
         in ``window_updates``. Events
         of one key in one batch see each other, in input order.
+
+        A record the stored state already counts (a replay after a crash that
+        came between the changelog write and the offset commit, see
+        :mod:`stream_processors.windows`) leaves the state alone and gets the
+        features it got the first time, recomputed by taking the replayed
+        records of its key in this batch back out of a scratch copy of the
+        state. That is exact (up to float rounding of the means) when the
+        batch reaches the last record the state counts for that key. When the
+        replay is cut into batches differently, a replayed record whose key
+        has more counted records in a later batch also counts those later
+        ones that fall into its window (never itself twice); a record whose
+        bucket a later event expired (over a window plus the lateness newer)
+        misses the events of that bucket.
         """
         windows = {} if windows is None else windows
         result = BatchResult()
-        states: dict[bytes, WindowState] = {}
-        touched: dict[bytes, int] = {}  # keys whose state changed -> their source partition
         now_ms = int(self._clock() * 1000)
-        for record in records:
+        parsed: list[_Parsed | Rejection | Exception] = []
+        by_key: dict[bytes, list[int]] = {}  # indexes of each key's parsed records, in order
+        for index, record in enumerate(records):
             try:
-                output = self._process_one(record, windows, states, touched, result)
-            except Exception as exc:  # a bug or a record no rule foresaw: quarantine, never crash
-                logger.warning("cannot featurize %s: %r", record.position, exc)
-                rejection = Rejection("featurize", FEATURIZE_ERROR, "", f"featurization failed: {exc!r}")
-                output = None
-                result.dead_letters.append(self._dead_letter(record, rejection, now_ms))
-            if isinstance(output, Rejection):
-                result.dead_letters.append(self._dead_letter(record, output, now_ms))
+                item = self._parse(record)
+            except Exception as exc:  # noqa: BLE001 - quarantined below
+                item = exc
+            parsed.append(item)
+            if isinstance(item, _Parsed):
+                by_key.setdefault(item.window_key, []).append(index)
+        states: dict[bytes, WindowState] = {}
+        replays: dict[bytes, WindowState] = {}  # scratch state of keys with replayed records
+        touched: dict[bytes, int] = {}  # keys whose state changed -> their source partition
+        for index, (record, item) in enumerate(zip(records, parsed)):
+            if isinstance(item, _Parsed):
+                try:
+                    self._featurize(index, record, item, parsed, by_key, windows, states, replays, touched, result)
+                    continue
+                except Exception as exc:
+                    item = exc
+            if isinstance(item, Exception):  # a bug or a record no rule foresaw: quarantine, never crash
+                logger.warning("cannot featurize %s: %r", record.position, item)
+                item = Rejection("featurize", FEATURIZE_ERROR, "", f"featurization failed: {item!r}")
+            result.dead_letters.append(self._dead_letter(record, item, now_ms))
         for key, partition in touched.items():  # dumped once per key and batch
             state = states[key]
             result.window_updates[key] = WindowUpdate(partition, state, state.dump(self.window))
         return result
 
-    def _process_one(
-        self,
-        record: SourceRecord,
-        windows: Mapping[bytes, Any],
-        states: dict[bytes, WindowState],
-        touched: dict[bytes, int],
-        result: BatchResult,
-    ) -> Rejection | None:
+    def _parse(self, record: SourceRecord) -> _Parsed | Rejection:
         try:
             event = self.event_serde.decode(record.value, record.headers)
         except DecodeError as exc:
@@ -188,15 +218,44 @@ class BatchProcessor:
         violations = validate(event, self.schema)
         if violations:
             return Rejection.from_violations(violations)
-
-        features = featurize(event, self.feature_spec)
         window_key = record.key if record.key is not None else str(event[self.key_field]).encode()
-        state = states.get(window_key)
-        if state is None:
-            state = self._load_state(windows.get(window_key), record)
         time_ms = int(event[self.time_field])
         values = {name: _as_float(event.get(name)) for name in self.window.fields}
-        features.update(window_features(state, time_ms, values, self.window))
+        return _Parsed(event, window_key, time_ms, values, (record.partition, record.offset))
+
+    def _featurize(
+        self,
+        index: int,
+        record: SourceRecord,
+        item: _Parsed,
+        parsed: Sequence[_Parsed | Rejection | Exception],
+        by_key: Mapping[bytes, list[int]],
+        windows: Mapping[bytes, Any],
+        states: dict[bytes, WindowState],
+        replays: dict[bytes, WindowState],
+        touched: dict[bytes, int],
+        result: BatchResult,
+    ) -> None:
+        event, window_key, time_ms, values = item.event, item.window_key, item.time_ms, item.values
+        state = states.get(window_key)
+        if state is None:
+            state = states[window_key] = self._load_state(windows.get(window_key), record)
+        replayed = state.contains(record.partition, record.offset)
+        if replayed:
+            scratch = replays.get(window_key)
+            if scratch is None:
+                # The state before this record: take it and the key's later
+                # replayed records of the batch back out of a copy.
+                scratch = replays[window_key] = state.copy()
+                for later in by_key[window_key]:
+                    other = parsed[later]
+                    if later >= index and isinstance(other, _Parsed) and state.contains(*other.source):
+                        scratch.remove(other.time_ms, other.values, self.window)
+            window_state = scratch
+        else:
+            window_state = state
+        features = featurize(event, self.feature_spec)
+        features.update(window_features(window_state, time_ms, values, self.window))
         key_value = event.get(self.key_field)
         vector = {
             "key": None if key_value is None else str(key_value),
@@ -209,13 +268,13 @@ class BatchProcessor:
             "source_offset": record.offset,
         }
         value = self.feature_serde.encode(vector)  # may raise: quarantined by the caller
+        if replayed:
+            window_state.add(time_ms, values, self.window)  # back into the scratch copy only
         # Only an event that made it out is counted in its key's window.
-        if state.add(time_ms, values, self.window):
-            states[window_key] = state
+        elif state.add(time_ms, values, self.window, (record.partition, record.offset)):
             touched[window_key] = record.partition
         partition = record.partition if record.partition < self.features_partitions else None
         result.features.append(OutputRecord(record.key, value, list(self._feature_headers), partition, record))
-        return None
 
     def _load_state(self, raw: Any, record: SourceRecord) -> WindowState:
         try:

@@ -113,3 +113,63 @@ def test_state_from_another_configuration_is_discarded() -> None:
 def test_malformed_state_raises_value_error(raw: object) -> None:
     with pytest.raises(ValueError):
         WindowState.load(raw, SPEC)
+
+
+def test_added_source_positions_are_remembered_per_partition() -> None:
+    state = WindowState()
+    state.add(T0, {"loan": 1.0}, SPEC, (1, 7))
+    state.add(T0 + 1, {"loan": 1.0}, SPEC, (1, 3))  # out of offset order: the highest stays
+    assert state.applied == {1: 7}
+    assert state.contains(1, 7) and state.contains(1, 0) and not state.contains(1, 8)
+    # The same key arriving on another partition (the topic was repartitioned) is not skipped.
+    assert not state.contains(2, 0)
+    state.add(T0 + 2, {"loan": 1.0}, SPEC, (2, 0))
+    assert state.applied == {1: 7, 2: 0}
+
+
+def test_a_too_late_event_records_no_position() -> None:
+    state = WindowState()
+    state.add(T0 + 1_000_000, {"loan": 1.0}, SPEC, (0, 1))
+    assert not state.add(T0, {"loan": 1.0}, SPEC, (0, 2))
+    assert state.applied == {0: 1}
+
+
+def test_remove_undoes_add() -> None:
+    state = WindowState()
+    state.add(T0, {"loan": 1.0}, SPEC, (0, 0))
+    before = state.copy()
+    state.add(T0 + 1000, {"loan": 4.0}, SPEC)
+    state.add(T0 + 10_000, {"loan": None}, SPEC)
+    assert state.remove(T0 + 10_000, {"loan": None}, SPEC) and state.remove(T0 + 1000, {"loan": 4.0}, SPEC)
+    # Same buckets and positions; the newest bucket seen stays (it only bounds expiry).
+    assert (state.buckets, state.applied) == (before.buckets, before.applied)
+    assert not state.remove(T0 + 500_000, {"loan": 1.0}, SPEC)  # no such bucket: nothing to take out
+    assert (state.buckets, state.applied) == (before.buckets, before.applied)
+
+
+def test_applied_positions_survive_dump_load_and_copy() -> None:
+    state = WindowState()
+    state.add(T0, {"loan": 1.0}, SPEC, (3, 41))
+    state.add(T0 + 1, {"loan": 1.0}, SPEC, (0, 9))
+    dumped = json.loads(json.dumps(state.dump(SPEC)))
+    assert dumped["applied"] == [[0, 9], [3, 41]]
+    loaded = WindowState.load(dumped, SPEC)
+    assert loaded.applied == {0: 9, 3: 41} and loaded == state
+    copied = state.copy()
+    copied.add(T0 + 2, {"loan": 1.0}, SPEC, (3, 42))
+    assert state.applied == {0: 9, 3: 41}  # the copy is independent
+
+
+def test_state_dumped_before_applied_positions_existed_still_loads() -> None:
+    old = {"v": 1, "bucket_ms": 5000, "fields": ["loan"], "latest": T0 // 5000,
+           "buckets": [[T0 // 5000, 2.0, 30.0, 2.0]]}
+    loaded = WindowState.load(old, SPEC)
+    assert loaded.applied == {} and not loaded.contains(0, 0)
+    assert window_features(loaded, T0, {"loan": 0.0}, SPEC) == {"key_events_60s": 3.0, "loan_mean_60s": 10.0}
+    assert "applied" not in WindowState().dump(SPEC)  # a state with no positions dumps as before
+
+
+def test_malformed_applied_positions_raise_value_error() -> None:
+    raw = {"bucket_ms": 5000, "fields": ["loan"], "latest": None, "buckets": [], "applied": [[1]]}
+    with pytest.raises(ValueError):
+        WindowState.load(raw, SPEC)

@@ -24,6 +24,8 @@ def test_app_identity_and_connection(settings: Settings) -> None:
     assert app.conf.broker_session_timeout == 4.0
     assert app.conf.broker_heartbeat_interval < app.conf.broker_session_timeout <= app.conf.broker_request_timeout
     assert app.conf.topic_partitions == 4
+    # A clean stop waits for the in-flight batches' acks before its final commit.
+    assert app.conf.stream_wait_empty is True
 
 
 def test_pipeline_topics_are_raw_and_never_declared_by_faust(settings: Settings) -> None:
