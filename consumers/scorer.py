@@ -5,7 +5,10 @@ its input, stamped with the model version that made it and carrying the label
 when there is one, so accuracy per version can be computed downstream. The
 scorer consumes nothing until a model is loaded: there are no default
 predictions. Delivery is at-least-once: input offsets are stored only after
-the batch's predictions were acknowledged.
+the batch's predictions were acknowledged. A record the model cannot score
+(it raises on it) is logged with its position, counted as skipped and
+stepped over: it gets no prediction, and it does not crash the scorer into a
+replay loop.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +29,7 @@ from streamml.kafka import describe_error, format_record, make_consumer, make_pr
 from streamml.serde import AvroSerde, DecodeError, bundled_schema
 from streamml.topics import Groups, Topics
 
-__all__ = ["StreamScorer", "ScoreReport"]
+__all__ = ["StreamScorer", "ScoreReport", "rewind_points"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +52,23 @@ def _avro_scalar(value: Any) -> Any:
         return value
     item = getattr(value, "item", None)  # numpy scalar
     return item() if callable(item) else str(value)
+
+
+def rewind_points(messages: Iterable[Message]) -> dict[tuple[str, int], int]:
+    """Return the smallest offset of each ``(topic, partition)`` among ``messages``.
+
+    Errors (``message.error()``) carry no record and are ignored. Seeking each
+    partition there, once, puts every one of the messages back in the queue.
+    """
+    earliest: dict[tuple[str, int], int] = {}
+    for message in messages:
+        if message.error() is not None:
+            continue
+        where = (message.topic(), message.partition())
+        offset = message.offset()
+        if where not in earliest or offset < earliest[where]:
+            earliest[where] = offset
+    return earliest
 
 
 class StreamScorer:
@@ -94,12 +115,7 @@ class StreamScorer:
             while not self.subscriber.ready:
                 if self.stop.is_set():
                     return self.report
-                for message in consumer.consume(_BATCH, timeout=0.2):
-                    # Paused partitions return nothing; should a record slip
-                    # through a rebalance race, rewind so it is scored later.
-                    if message.error() is None:
-                        consumer.seek(TopicPartition(message.topic(), message.partition(), message.offset()))
-                        consumer.pause([TopicPartition(message.topic(), message.partition())])
+                self._hold_back(consumer, consumer.consume(_BATCH, timeout=0.2))
             consumer.resume(consumer.assignment())
             logger.info("scoring %s with %s v%s", self.features, self.subscriber.model_name, self.subscriber.version)
             while not self.stop.is_set() and not self._enough():
@@ -113,6 +129,19 @@ class StreamScorer:
             if self._owns_subscriber:
                 self.subscriber.stop()
         return self.report
+
+    @staticmethod
+    def _hold_back(consumer: Any, messages: list[Message]) -> None:
+        """Put records consumed before a model was loaded back, and pause their partitions.
+
+        Paused partitions return nothing; should records slip through a
+        rebalance race, each partition is rewound once, to the first of them,
+        so all of them are scored later (rewinding per record would leave the
+        position at the last one, and the earlier ones would never be scored).
+        """
+        for (topic, partition), offset in rewind_points(messages).items():
+            consumer.seek(TopicPartition(topic, partition, offset))
+            consumer.pause([TopicPartition(topic, partition)])
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         consumer.assign(partitions)
@@ -138,27 +167,35 @@ class StreamScorer:
             done[message.partition()] = message.offset() + 1
             try:
                 record = self._in.decode(message.value(), message.headers())
-                serving = self.subscriber.current()  # one snapshot: the version reported is the one that predicted
-                x = record["features"]
-                prediction = serving.predict_one(x)
-                proba = serving.predict_proba_one(x)
             except DecodeError as exc:
                 self.report.skipped += 1
                 logger.error("skipping undecodable feature record %s: %s", where, exc)
                 continue
-            value = self._out.encode(
-                {
-                    "key": record.get("key"),
-                    "event_id": record["event_id"],
-                    "event_time": record["event_time"],
-                    "model_name": self.subscriber.model_name,
-                    "model_version": serving.version,
-                    "prediction": _avro_scalar(prediction),
-                    "probabilities": {str(k): float(v) for k, v in proba.items()},
-                    "label": record.get("label"),
-                    "scored_at": int(time.time() * 1000),
-                }
-            )
+            serving = self.subscriber.current()  # one snapshot: the version reported is the one that predicted
+            try:
+                x = record["features"]
+                prediction = serving.predict_one(x)
+                proba = serving.predict_proba_one(x)
+                value = self._out.encode(
+                    {
+                        "key": record.get("key"),
+                        "event_id": record["event_id"],
+                        "event_time": record["event_time"],
+                        "model_name": self.subscriber.model_name,
+                        "model_version": serving.version,
+                        "prediction": _avro_scalar(prediction),
+                        "probabilities": {str(k): float(v) for k, v in proba.items()},
+                        "label": record.get("label"),
+                        "scored_at": int(time.time() * 1000),
+                    }
+                )
+            except Exception as exc:  # noqa: BLE001 - one record the model cannot score: skip it, no default prediction
+                self.report.skipped += 1
+                logger.error(
+                    "skipping feature record %s: %s v%s cannot score it: %s: %s",
+                    where, self.subscriber.model_name, serving.version, type(exc).__name__, exc,
+                )
+                continue
             self._produce(producer, message.key(), value, delivered)
             self.report.scored += 1
             self.report.versions[serving.version] = self.report.versions.get(serving.version, 0) + 1

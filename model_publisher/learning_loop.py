@@ -9,6 +9,17 @@ committed offset when that is further, which only happens for unlabeled or
 skipped events nothing was learned from). So every labeled event is learned
 exactly once by the chain of published versions, and events learned after
 the last publish are replayed rather than lost.
+
+The committed offsets belong to the newest version. When that version does
+not load here and the loop falls back to an older one, it replays from the
+older version's ``input_offsets`` (ignoring the committed offsets), and when
+no version can be resumed at all it trains a fresh model from the beginning
+of the features topic; both are logged as warnings.
+
+A record the model cannot learn (e.g. a string label a linear model cannot
+take) is logged with its position, counted as skipped and stepped over, like
+an undecodable one: one poison record must not crash the learner into a
+replay loop.
 """
 
 from __future__ import annotations
@@ -19,7 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
 from model_publisher.catalog import FLAVOR, build, describe, matches
 from model_publisher.learner import OnlineLearner, partition_key
@@ -27,7 +38,7 @@ from model_publisher.policy import PublishPolicy
 from model_publisher.publisher import ModelPublisher
 from streamml.config import Settings
 from streamml.envelope import ModelEnvelope
-from streamml.errors import KafkaClientError
+from streamml.errors import KafkaClientError, ModelTooLargeError
 from streamml.kafka import describe_error, format_record, make_consumer
 from streamml.reader import partitions_of
 from streamml.serde import AvroSerde, DecodeError, bundled_schema
@@ -82,20 +93,58 @@ class LearningLoop:
         self._serde = AvroSerde(bundled_schema("feature_vector.avsc"))
         self._publisher = ModelPublisher(settings, flavor=FLAVOR)
         self._learner: OnlineLearner | None = None
+        #: Whether the group's committed offsets belong to the model being
+        #: trained (only when it resumed the newest published version).
+        self._trust_committed = False
 
-    def _initial_learner(self) -> OnlineLearner:
+    def _initial_learner(self, committed: dict[int, int]) -> OnlineLearner:
+        """Pick the model to continue and decide whether ``committed`` applies to it."""
         spec = self.settings.model_spec
         fresh = build(spec)
+        newest_version = self._publisher.newest_version
         newest = self._publisher.newest_model() if self.resume else None
         if newest is not None:
             model, envelope = newest
             if matches(model, spec):
                 self.report.resumed_from = envelope.version
-                logger.info("resuming %s from v%d (n_learned=%d)", envelope.model_name, envelope.version, envelope.n_learned)
+                # The committed offsets were stored for the newest version; an
+                # older one has not learned the events between the two.
+                self._trust_committed = envelope.version == newest_version
+                if self._trust_committed:
+                    logger.info(
+                        "resuming %s from v%d (n_learned=%d)", envelope.model_name, envelope.version, envelope.n_learned
+                    )
+                else:
+                    logger.warning(
+                        "resuming %s from v%d, not from the newest version v%s, which cannot be loaded here: "
+                        "replaying %s from v%d's input offsets %s and ignoring the group's committed offsets %s "
+                        "(they are v%s's), so the events v%d had not learned are learned again, not lost",
+                        envelope.model_name, envelope.version, newest_version, self.topic, envelope.version,
+                        envelope.input_offsets, committed, newest_version, envelope.version,
+                    )
                 return OnlineLearner.resume(model, envelope)
             logger.warning(
                 "newest version v%d is a %s, not a %s (%s): starting a fresh model",
                 envelope.version, describe(model), spec, describe(fresh),
+            )
+        # A fresh model starts from the beginning of the features topic, not
+        # from the committed offsets. From the committed offsets it would learn
+        # only events that arrive from now on, and its first version (due after
+        # publish_every_events/seconds) would be an almost untrained model
+        # published as the newest version, which subscribers swap to and serve
+        # for as long as live traffic takes to train it. From the beginning it
+        # retrains on every retained feature record, at consume speed, and
+        # converges to what the chain it replaces knew (up to the topic's
+        # retention). The cost is the replay time and a first few versions
+        # trained on a prefix of the history, as on a first start.
+        self._trust_committed = False
+        if committed or newest_version is not None:
+            logger.warning(
+                "no version of %s can be resumed (newest published: %s): starting a fresh %s from the beginning of %s, "
+                "retraining on every retained record; the group's committed offsets %s are ignored so the fresh "
+                "model's first versions are not trained on new events only",
+                self.settings.model_name, f"v{newest_version}" if newest_version else "none", spec, self.topic,
+                committed,
             )
         return OnlineLearner(fresh)
 
@@ -107,18 +156,21 @@ class LearningLoop:
             raise KafkaClientError(f"cannot read committed offsets of {self.topic}: {describe_error(exc)}") from exc
         return {tp.partition: tp.offset for tp in committed if tp.offset >= 0}
 
-    def _position(self, learner: OnlineLearner, partition: int, committed: dict[int, int]) -> int | None:
+    def _position(self, learner: OnlineLearner, partition: int, committed: dict[int, int]) -> int:
         """Where to read ``partition`` from: what the in-memory model has consumed.
 
         That is the resumed version's ``input_offsets`` at start (and further
         on after a re-assignment, so nothing is learned twice), or the group's
         committed offset where it is further: it only gets ahead for
-        unlabeled or skipped records, which taught the model nothing.
+        unlabeled or skipped records, which taught the model nothing. The
+        committed offset counts only when the resumed version is the newest
+        (see :meth:`_initial_learner`); a partition the model has read
+        nothing of is read from the beginning.
         """
         learned = learner.input_offsets.get(partition_key(self.topic, partition))
-        stored = committed.get(partition)
+        stored = committed.get(partition) if self._trust_committed else None
         known = [o for o in (learned, stored) if o is not None]
-        return max(known) if known else None
+        return max(known) if known else OFFSET_BEGINNING
 
     def run(self) -> LearnReport:
         """Run until ``stop`` is set or ``max_events`` records were consumed."""
@@ -126,15 +178,13 @@ class LearningLoop:
         consumer: Consumer | None = None
         try:
             self._publisher.start()
-            learner = self._learner = self._initial_learner()
             consumer = make_consumer(self.settings, Groups.from_settings(self.settings).learner)
             committed = self._committed(consumer)
+            learner = self._learner = self._initial_learner(committed)
 
             def on_assign(c: Consumer, assigned: list[TopicPartition]) -> None:
                 for tp in assigned:
-                    position = self._position(learner, tp.partition, committed)
-                    if position is not None:
-                        tp.offset = position
+                    tp.offset = self._position(learner, tp.partition, committed)
                 c.assign(assigned)
 
             consumer.subscribe([self.topic], on_assign=on_assign)
@@ -177,16 +227,42 @@ class LearningLoop:
             learner.advance(topic, partition, offset)
             return
         label = record.get("label")
-        learner.process(record["features"], label, topic=topic, partition=partition, offset=offset)
+        try:
+            learner.process(record["features"], label, topic=topic, partition=partition, offset=offset)
+        except Exception as exc:  # noqa: BLE001 - any model error on one record: skip it, do not crash-loop
+            self.report.skipped += 1
+            logger.error(
+                "skipping feature record %s: the %s model cannot learn it (label %.80r): %s: %s",
+                format_record(topic, partition, offset), self.settings.model_spec, label, type(exc).__name__, exc,
+            )
+            learner.advance(topic, partition, offset)
+            return
         if label is not None:
             self.report.learned += 1
             self.policy.learned()
 
     def _publish(self, consumer: Consumer, learner: OnlineLearner) -> None:
         started = time.monotonic()
-        envelope = self._publisher.publish(
-            learner.model, metrics=learner.metrics(), n_learned=learner.n_learned, input_offsets=learner.input_offsets
-        )
+        try:
+            envelope = self._publisher.publish(
+                learner.model, metrics=learner.metrics(), n_learned=learner.n_learned, input_offsets=learner.input_offsets
+            )
+        except ModelTooLargeError as exc:
+            # Fatal on purpose: skipping the publish would leave subscribers on
+            # an ever older version while the learner runs on. No offset past
+            # the last published version is stored, so nothing is lost, but a
+            # restart replays to the same size: say what to change.
+            since = f"v{self.report.last_version} was published" if self.report.last_version else "the learner started"
+            error = ModelTooLargeError(
+                f"learner stopped: {exc}; the {self.settings.model_spec} model had learned {learner.n_learned} events. "
+                f"It was not published and no offsets were stored since {since}, so a restart replays the same "
+                "events and reaches the same size again. Raise STREAMML_MAX_MODEL_BYTES (with max.message.bytes "
+                f"of {self._publisher.topic} and the brokers' message.max.bytes) or learn a model that stays small "
+                "(STREAMML_MODEL_SPEC / --model-spec, e.g. logistic)"
+            )
+            for attr in ("model_name", "version", "size", "limit"):
+                setattr(error, attr, getattr(exc, attr, None))
+            raise error from exc
         self.policy.published()
         self.report.published += 1
         self.report.last_version = envelope.version

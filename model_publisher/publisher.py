@@ -18,7 +18,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from streamml.config import Settings
 from streamml.envelope import ModelEnvelope, encode_envelope, envelope_headers, open_envelope, seal
-from streamml.errors import EnvelopeError, KafkaClientError
+from streamml.errors import EnvelopeError, KafkaClientError, ModelTooLargeError
 from streamml.kafka import make_producer
 from streamml.registry import VersionRecord, newest_authentic, next_version, read_versions
 from streamml.topics import Topics
@@ -61,13 +61,31 @@ class ModelPublisher:
             raise RuntimeError("ModelPublisher.start() has not been called")
         return self._next
 
+    @property
+    def newest_version(self) -> int | None:
+        """The highest authentic version on the topic (``None`` if there is none).
+
+        That is the last version a publisher of this name produced, whether
+        or not this process can load it (another runtime may have written it).
+        """
+        return self.next_version - 1 or None
+
     def newest_model(self) -> tuple[Any, ModelEnvelope] | None:
         """Return ``(model, envelope)`` of the newest published version that loads, or ``None``.
 
         Falls back to older versions when the newest does not open, the way a
-        subscriber would. Used to resume learning after a restart.
+        subscriber would. Used to resume learning after a restart; compare the
+        returned version with :attr:`newest_version` to tell a fallback.
         """
-        for record in newest_authentic(self._history, self.model_name):
+        acceptable = newest_authentic(self._history, self.model_name)
+        newest_ok = (acceptable[0].version or 0) if acceptable else 0
+        for record in self._history:
+            # Authentic versions this runtime refuses (e.g. another river or
+            # Python minor) are not candidates at all; say which and why.
+            refused_here = record.authentic and record.reason is not None and record.model_name == self.model_name
+            if refused_here and (record.version or 0) > newest_ok:
+                logger.warning("cannot resume from %s v%s: %s", self.model_name, record.version, record.reason)
+        for record in acceptable:
             assert record.envelope is not None  # newest_authentic keeps decoded records only
             try:
                 model = open_envelope(record.envelope, signing_key=self._signing_key)
@@ -89,8 +107,9 @@ class ModelPublisher:
 
         Raises :class:`~streamml.errors.ModelTooLargeError` (nothing sent, the
         version number is not used) when the envelope exceeds
-        ``settings.max_model_bytes``, and :class:`KafkaClientError` when the
-        broker does not acknowledge it.
+        ``settings.max_model_bytes``; the error carries ``model_name``,
+        ``version``, ``size`` and ``limit``. Raises :class:`KafkaClientError`
+        when the broker does not acknowledge it.
         """
         version = self.next_version
         producer = self._producer
@@ -104,8 +123,16 @@ class ModelPublisher:
             n_learned=n_learned,
             input_offsets=input_offsets,
             signing_key=self._signing_key,
-            max_bytes=self.settings.max_model_bytes,
         )
+        value = encode_envelope(envelope)
+        limit = self.settings.max_model_bytes
+        if len(value) > limit:
+            error = ModelTooLargeError(
+                f"model {self.model_name} v{version} is {len(value)} bytes, over the {limit}-byte limit "
+                "(STREAMML_MAX_MODEL_BYTES; Apache Kafka's default message.max.bytes is about 1 MB)"
+            )
+            error.model_name, error.version, error.size, error.limit = self.model_name, version, len(value), limit
+            raise error
         outcome: list[KafkaError | None] = []
 
         def delivered(err: KafkaError | None, _msg: Message) -> None:
@@ -115,7 +142,7 @@ class ModelPublisher:
             producer.produce(
                 self.topic,
                 key=self.model_name.encode(),
-                value=encode_envelope(envelope),
+                value=value,
                 headers=envelope_headers(),
                 on_delivery=delivered,
             )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
 import random
 import signal
@@ -15,11 +17,13 @@ from click.testing import CliRunner
 
 from model_publisher.learning_loop import LearningLoop
 from model_publisher.policy import PublishPolicy
+from streamml import envelope as envelope_module
 from streamml.cli import cli
 from streamml.config import Settings
-from streamml.errors import KafkaClientError
-from streamml.kafka import make_producer
+from streamml.errors import KafkaClientError, ModelTooLargeError
+from streamml.kafka import format_record, make_producer
 from streamml.lag import consumer_lag
+from streamml.reader import read_to_end
 from streamml.registry import read_versions
 from streamml.serde import AvroSerde, bundled_schema
 from streamml.topics import Groups, Topics
@@ -172,3 +176,120 @@ def test_events_learned_after_the_last_publish_are_replayed_not_lost_or_doubled(
     restarted = LearningLoop(settings, max_events=200).run()
     assert restarted.resumed_from == 1 and restarted.consumed == 200
     assert read_versions(settings)[-1].summary["n_learned"] == 700  # each event learned once by the chain
+
+
+def _lag(settings: Settings) -> int:
+    [lag] = consumer_lag(settings, [Groups.from_settings(settings).learner], topics={})
+    return lag.total
+
+
+def _run_until_consumed(loop: LearningLoop, n: int) -> None:
+    """Run ``loop`` in a thread until it has consumed ``n`` records, then stop it (and its final publish)."""
+    runner = threading.Thread(target=loop.run)
+    runner.start()
+    try:
+        eventually(lambda: loop.report.consumed >= n, timeout=30, what=f"the learner to consume {n} records")
+    finally:
+        loop.stop.set()
+        runner.join(timeout=30)
+    assert not runner.is_alive()
+
+
+@pytest.mark.parametrize("spec", ["logistic", "perceptron"])  # ValueError and TypeError on a string label
+def test_a_record_the_model_cannot_learn_is_skipped_and_logged_not_crash_looped(
+    settings: Settings, topics: Topics, caplog: pytest.LogCaptureFixture, spec: str
+) -> None:
+    settings = dataclasses.replace(settings, model_spec=spec)
+    produce_features(settings, topics, 200, seed=20)
+    poison = {
+        "key": "c1", "event_id": uuid.uuid4().hex, "event_time": 1_700_000_000_000, "features": {"a": 1.0, "b": 0.5},
+        "label": "yes", "source_topic": topics.raw_events, "source_partition": 0, "source_offset": 0,
+    }
+    producer = make_producer(settings)
+    producer.produce(topics.features, key=b"c1", value=FEATURES.encode(poison), headers=FEATURES.headers)
+    assert producer.flush(10) == 0
+    produce_features(settings, topics, 100, seed=21)
+    [where] = [
+        format_record(m.topic(), m.partition(), m.offset())
+        for m in read_to_end(settings, topics.features)
+        if FEATURES.decode(m.value(), m.headers())["event_id"] == poison["event_id"]
+    ]
+    with caplog.at_level(logging.ERROR, logger="model_publisher.learning_loop"):
+        report = LearningLoop(settings, max_events=301).run()
+    assert (report.consumed, report.learned, report.skipped) == (301, 300, 1)
+    assert any(where in r.getMessage() and "'yes'" in r.getMessage() for r in caplog.records)
+    assert read_versions(settings)[-1].summary["n_learned"] == 300
+    assert _lag(settings) == 0  # stepped over and committed: a restart does not meet it again
+
+
+class Unloadable:
+    """Pickles fine but has no predict_one: open_envelope refuses it, as it would a broken payload."""
+
+
+def test_a_fallback_to_an_older_version_replays_from_its_offsets_not_the_committed_ones(
+    settings: Settings, topics: Topics, caplog: pytest.LogCaptureFixture
+) -> None:
+    produce_features(settings, topics, 600, seed=22)
+    first = LearningLoop(settings, max_events=600, policy=PublishPolicy(500, 3600))
+    publish = first._publisher.publish
+
+    def second_version_unloadable(model: object, **kwargs: object) -> object:
+        return publish(Unloadable() if first.report.published >= 1 else model, **kwargs)
+
+    first._publisher.publish = second_version_unloadable  # type: ignore[method-assign]
+    assert first.run().published == 2
+    v1, v2 = read_versions(settings)
+    assert (v1.summary["n_learned"], v2.summary["n_learned"]) == (500, 600)
+    assert _lag(settings) == 0  # the group's offsets are v2's
+    produce_features(settings, topics, 100, seed=23)
+    second = LearningLoop(settings)
+    with caplog.at_level(logging.WARNING, logger="model_publisher.learning_loop"):
+        # v1 learned 500 events: the 100 only v2 learned are replayed, then the 100 new ones.
+        _run_until_consumed(second, 200)
+    assert second.report.resumed_from == 1
+    assert (second.report.consumed, second.report.learned) == (200, 200)
+    assert read_versions(settings)[-1].summary["n_learned"] == 700  # v1's 500 + 200: nothing skipped, nothing twice
+    assert any("not from the newest version v2" in r.getMessage() for r in caplog.records)
+    assert _lag(settings) == 0
+
+
+def test_a_fresh_model_after_a_runtime_change_retrains_from_the_beginning(
+    settings: Settings, topics: Topics, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    produce_features(settings, topics, 600, seed=24)
+    real_runtime = envelope_module.runtime_info
+    with monkeypatch.context() as other_runtime:
+        # The first learner ran with another river minor: every version it wrote is refused here.
+        other_runtime.setattr(envelope_module, "runtime_info", lambda flavor: {**real_runtime(flavor), "river": "0.1.0"})
+        assert LearningLoop(settings, max_events=600, policy=PublishPolicy(500, 3600)).run().published == 2
+    assert [r.status for r in read_versions(settings)] == ["refused", "refused"]
+    assert _lag(settings) == 0
+    produce_features(settings, topics, 100, seed=25)
+    fresh = LearningLoop(settings)
+    with caplog.at_level(logging.WARNING, logger="model_publisher.learning_loop"):
+        _run_until_consumed(fresh, 700)  # not only the 100 after the committed offsets
+    assert fresh.report.resumed_from is None
+    assert (fresh.report.consumed, fresh.report.learned) == (700, 700)
+    newest = read_versions(settings)[-1]
+    assert newest.version > 2 and newest.status == "ok" and newest.summary["n_learned"] == 700
+    assert any("from the beginning" in r.getMessage() and "v2" in r.getMessage() for r in caplog.records)
+
+
+def test_a_model_over_the_size_limit_stops_the_learner_with_one_clear_error(settings: Settings, topics: Topics) -> None:
+    produce_features(settings, topics, 700, seed=26)
+    loop = LearningLoop(settings, max_events=700, policy=PublishPolicy(500, 3600))
+
+    def model_outgrows_the_limit(_envelope: object) -> None:
+        # Stands in for a model that grows (a Hoeffding tree): v1 fits, v2 does not.
+        loop._publisher.settings = dataclasses.replace(settings, max_model_bytes=500)
+
+    loop.on_publish = model_outgrows_the_limit
+    with pytest.raises(ModelTooLargeError) as raised:
+        loop.run()
+    message = str(raised.value)
+    assert "\n" not in message
+    assert f"model {settings.model_name} v2 is " in message and "over the 500-byte limit" in message
+    assert "learned 700 events" in message and "no offsets were stored since v1 was published" in message
+    assert "STREAMML_MAX_MODEL_BYTES" in message and "--model-spec" in message and "restart" in message
+    assert [r.version for r in read_versions(settings)] == [1]  # not skipped: nothing after v1 went out
+    assert _lag(settings) == 200  # the events v2 would have covered are not committed

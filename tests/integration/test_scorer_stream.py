@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
+import uuid
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -13,10 +16,13 @@ from model_publisher import catalog
 from model_publisher.publisher import ModelPublisher
 from streamml.cli import cli
 from streamml.config import Settings
+from streamml.kafka import format_record, make_producer
+from streamml.lag import consumer_lag
 from streamml.reader import read_to_end
 from streamml.serde import AvroSerde, bundled_schema
-from streamml.topics import Topics
-from tests.integration.test_models_learner import produce_features
+from streamml.topics import Groups, Topics
+from tests.conftest import eventually
+from tests.integration.test_models_learner import FEATURES, produce_features
 
 pytestmark = pytest.mark.integration
 
@@ -92,3 +98,99 @@ def test_score_command_scores_and_reports_per_version(settings: Settings, topics
     assert "serving demo-classifier v1 (n_learned=200, accuracy=1.000)" in result.output
     assert "scored 120 records (v1: 120), skipped 0" in result.output
     assert len(_predictions(settings, topics)) == 120
+
+
+class _Message:
+    """The part of a confluent_kafka Message the scorer reads before a model is ready."""
+
+    def __init__(self, partition: int, offset: int, *, error: object = None) -> None:
+        self._partition, self._offset, self._error = partition, offset, error
+
+    def topic(self) -> str:
+        return "features.v1"
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def error(self) -> object:
+        return self._error
+
+
+class _PositionTracker:
+    """A consumer stand-in that keeps the fetch position seek() leaves per partition."""
+
+    def __init__(self) -> None:
+        self.position: dict[int, int] = {}
+        self.paused: set[int] = set()
+
+    def seek(self, tp: Any) -> None:
+        self.position[tp.partition] = tp.offset
+
+    def pause(self, tps: list[Any]) -> None:
+        self.paused.update(tp.partition for tp in tps)
+
+
+def test_records_that_slip_through_before_a_model_is_loaded_are_all_put_back() -> None:
+    # One consume() returned several records of a partition: the position must
+    # go back to the first of them, or the others are never scored.
+    slipped = [_Message(0, 5), _Message(0, 6), _Message(1, 9), _Message(0, 7), _Message(1, 8), _Message(2, 0, error="x")]
+    consumer = _PositionTracker()
+    StreamScorer._hold_back(consumer, slipped)
+    assert consumer.position == {0: 5, 1: 8}
+    assert consumer.paused == {0, 1}
+
+
+class PickyModel:
+    """Scores the concept produce_features labels by, but raises on a feature it does not know."""
+
+    def predict_proba_one(self, x: dict[str, float]) -> dict[bool, float]:
+        if "boom" in x:
+            raise ValueError(f"unknown feature 'boom' = {x['boom']}")
+        p = 0.9 if x["a"] + x["b"] > 0 else 0.1
+        return {True: p, False: 1 - p}
+
+    def predict_one(self, x: dict[str, float]) -> bool:
+        proba = self.predict_proba_one(x)
+        return proba[True] > proba[False]
+
+
+def test_a_record_the_model_cannot_score_is_skipped_and_logged_not_predicted(
+    settings: Settings, topics: Topics, caplog: pytest.LogCaptureFixture
+) -> None:
+    publisher = ModelPublisher(settings)
+    publisher.start()
+    publisher.publish(PickyModel(), metrics={}, n_learned=0, input_offsets={})
+    publisher.close()
+    produce_features(settings, topics, 60, seed=12)
+    producer = make_producer(settings)
+    poison_ids = []
+    for i in range(2):
+        poison_ids.append(uuid.uuid4().hex)
+        record = {
+            "key": "c1", "event_id": poison_ids[-1], "event_time": 1_700_000_000_000, "features": {"boom": float(i)},
+            "label": "yes", "source_topic": topics.raw_events, "source_partition": 0, "source_offset": i,
+        }
+        producer.produce(topics.features, key=b"c1", value=FEATURES.encode(record), headers=FEATURES.headers)
+    assert producer.flush(10) == 0
+    produce_features(settings, topics, 40, seed=13)
+    positions = [
+        format_record(m.topic(), m.partition(), m.offset())
+        for m in read_to_end(settings, topics.features)
+        if FEATURES.decode(m.value(), m.headers())["event_id"] in poison_ids
+    ]
+    with caplog.at_level(logging.ERROR, logger="consumers.scorer"):
+        report = StreamScorer(settings, max_events=100).run()
+    assert (report.scored, report.skipped) == (100, 2)
+    predictions = _predictions(settings, topics)
+    assert len(predictions) == 100 and not {p["event_id"] for p in predictions} & set(poison_ids)
+    assert len(positions) == 2 and all(
+        any(where in r.getMessage() and "ValueError" in r.getMessage() for r in caplog.records) for where in positions
+    )
+    # Stepped over, not replayed: the scorer's committed offsets are past the poison records.
+    group = Groups.from_settings(settings).scorer
+    eventually(
+        lambda: consumer_lag(settings, [group], topics={})[0].total == 0, timeout=15, what="the scorer's offsets at the end"
+    )

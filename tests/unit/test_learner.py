@@ -102,3 +102,26 @@ def test_resume_continues_the_counters_of_a_published_version() -> None:
     assert resumed.n_learned == 500 and resumed.input_offsets == {f"{T}[0]": 500}
     for key in ("accuracy", "log_loss", "n_seen"):
         assert resumed.metrics()[key] == pytest.approx(learner.metrics()[key])
+
+
+class RefusesStrings(CallRecorder):
+    """Predicts like the recorder but, like river's Perceptron, cannot learn a string label."""
+
+    def learn_one(self, x: dict[str, float], y: Any) -> None:
+        if isinstance(y, str):
+            raise TypeError(f"unsupported operand type(s) for -: {type(y).__name__!r} and 'int' ({y!r})")
+        super().learn_one(x, y)
+
+
+def test_an_event_the_model_cannot_learn_changes_no_counter_metric_or_offset() -> None:
+    learner = OnlineLearner(RefusesStrings())
+    for i in range(4):
+        learner.process({"i": i}, i % 2 == 0, topic=T, partition=0, offset=i)
+    before = (learner.metrics(), dict(learner.input_offsets), learner.n_seen, learner.n_learned)
+    with pytest.raises(TypeError, match="'yes'"):
+        learner.process({"i": 4}, "yes", topic=T, partition=0, offset=4)
+    # The caller skips the record: nothing of it may be counted as seen, scored or learned.
+    assert (learner.metrics(), dict(learner.input_offsets), learner.n_seen, learner.n_learned) == before
+    learner.advance(T, 0, 4)  # what the loop does for a skipped record
+    learner.process({"i": 5}, True, topic=T, partition=0, offset=5)
+    assert learner.n_learned == learner.n_seen == 5 and learner.input_offsets == {f"{T}[0]": 6}
