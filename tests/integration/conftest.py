@@ -12,6 +12,7 @@ import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,3 +69,24 @@ def topics(settings: Settings) -> Topics:
     names = Topics.from_settings(settings)
     create_topics(settings, names.specs(settings))
     return names
+
+
+def small_model(n: int) -> Any:
+    """A river logistic regression trained on ``n`` rows of a fixed pattern (deterministic)."""
+    from model_publisher import catalog
+
+    model = catalog.build("logistic")
+    for i in range(n):
+        model.learn_one({"a": float(i % 5), "b": float(i % 3)}, i % 2 == 0)
+    return model
+
+
+@pytest.fixture
+def publisher(settings: Settings, topics: Topics) -> Iterator[Any]:
+    """A started ModelPublisher on this test's models topic."""
+    from model_publisher.publisher import ModelPublisher
+
+    p = ModelPublisher(settings)
+    p.start()
+    yield p
+    p.close()

@@ -8,27 +8,18 @@ import sys
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from consumers import ModelSubscriber
 from consumers.http_service import ModelServer
-from model_publisher import catalog
 from model_publisher.publisher import ModelPublisher
 from streamml.config import Settings
-from streamml.topics import Topics
 from tests.conftest import eventually
+from tests.integration.conftest import small_model
 
 pytestmark = pytest.mark.integration
-
-
-def _model(n: int) -> Any:
-    model = catalog.build("logistic")
-    for i in range(n):
-        model.learn_one({"a": float(i % 5), "b": float(i % 3)}, i % 2 == 0)
-    return model
 
 
 def _post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -41,19 +32,11 @@ def _post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         return exc.code, json.loads(exc.read())
 
 
-@pytest.fixture
-def publisher(settings: Settings, topics: Topics) -> Iterator[ModelPublisher]:
-    p = ModelPublisher(settings)
-    p.start()
-    yield p
-    p.close()
-
-
 def test_requests_during_swaps_all_succeed_on_some_version(settings: Settings, publisher: ModelPublisher) -> None:
     with ModelSubscriber(settings) as subscriber, ModelServer(subscriber, port=0) as server:
         url = f"{server.url}/predict"
         assert _post(url, {"features": {"a": 1.0, "b": 2.0}})[0] == 503
-        publisher.publish(_model(5), metrics={}, n_learned=5, input_offsets={})
+        publisher.publish(small_model(5), metrics={}, n_learned=5, input_offsets={})
         assert subscriber.wait_for_version(1, timeout=30)
 
         failures: list[Any] = []
@@ -77,7 +60,7 @@ def test_requests_during_swaps_all_succeed_on_some_version(settings: Settings, p
             thread.start()
         try:
             for n in range(2, 7):
-                publisher.publish(_model(5 * n), metrics={}, n_learned=5 * n, input_offsets={})
+                publisher.publish(small_model(5 * n), metrics={}, n_learned=5 * n, input_offsets={})
                 assert subscriber.wait_for_version(n, timeout=30)
                 seen = len(versions)
                 eventually(lambda: len(versions) > seen + 5, timeout=30, what="requests served after the swap")
@@ -90,7 +73,7 @@ def test_requests_during_swaps_all_succeed_on_some_version(settings: Settings, p
 
 
 def test_serve_command_answers_and_stops_on_sigterm(settings: Settings, publisher: ModelPublisher, unused_port: int) -> None:
-    publisher.publish(_model(5), metrics={}, n_learned=5, input_offsets={})
+    publisher.publish(small_model(5), metrics={}, n_learned=5, input_offsets={})
     env = {**settings.to_env(), "PATH": ""}
     process = subprocess.Popen(
         [sys.executable, "-m", "streamml", "serve", "--port", str(unused_port)],

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from consumers import ModelSubscriber
-from model_publisher import catalog
 from model_publisher.publisher import ModelPublisher
 from streamml.config import Settings
 from streamml.envelope import ModelEnvelope, encode_envelope, envelope_headers, seal
@@ -18,34 +15,20 @@ from streamml.errors import ModelNotReadyError
 from streamml.kafka import make_producer
 from streamml.topics import Topics
 from tests.conftest import eventually
+from tests.integration.conftest import small_model
 
 pytestmark = pytest.mark.integration
 
 X = {"a": 1.0, "b": -2.0}
 
 
-def _model(n: int) -> Any:
-    model = catalog.build("logistic")
-    for i in range(n):
-        model.learn_one({"a": float(i % 5), "b": float(i % 3)}, i % 2 == 0)
-    return model
-
-
-@pytest.fixture
-def publisher(settings: Settings, topics: Topics) -> Iterator[ModelPublisher]:
-    p = ModelPublisher(settings)
-    p.start()
-    yield p
-    p.close()
-
-
 def publish(publisher: ModelPublisher, n: int = 20) -> ModelEnvelope:
-    return publisher.publish(_model(n), metrics={"accuracy": 0.9}, n_learned=n, input_offsets={})
+    return publisher.publish(small_model(n), metrics={"accuracy": 0.9}, n_learned=n, input_offsets={})
 
 
 def publish_corrupt(settings: Settings, topics: Topics, version: int) -> None:
     """Publish an envelope whose payload has a flipped byte but the original checksum."""
-    good = seal(_model(3), model_name=settings.model_name, version=version, flavor="river")
+    good = seal(small_model(3), model_name=settings.model_name, version=version, flavor="river")
     payload = bytearray(good.payload)
     payload[len(payload) // 2] ^= 0x01
     bad = dataclasses.replace(good, payload=bytes(payload))
@@ -66,8 +49,8 @@ def test_not_ready_until_v1_then_swaps_to_each_new_version(settings: Settings, p
             assert subscriber.wait_for_version(expected, timeout=15), f"v{expected} not loaded"
             assert subscriber.version == expected
             assert subscriber.envelope["n_learned"] == 10 * expected
-        assert subscriber.predict_one(X) == _model(30).predict_one(X)
-        assert subscriber.predict_proba_one(X) == pytest.approx(_model(30).predict_proba_one(X))
+        assert subscriber.predict_one(X) == small_model(30).predict_one(X)
+        assert subscriber.predict_proba_one(X) == pytest.approx(small_model(30).predict_proba_one(X))
         assert swaps == [(None, 1), (1, 2), (2, 3)] and subscriber.swaps == 3
         assert subscriber.refused == []
 
@@ -137,7 +120,7 @@ def test_a_non_ascii_checksum_on_the_topic_is_refused_and_the_subscriber_goes_on
         publish(publisher)
         assert subscriber.wait_for_version(1, timeout=15)
         planted = dataclasses.replace(
-            seal(_model(3), model_name=settings.model_name, version=2, flavor="river"), sha256="é" * 64
+            seal(small_model(3), model_name=settings.model_name, version=2, flavor="river"), sha256="é" * 64
         )
         producer = make_producer(settings)
         producer.produce(
