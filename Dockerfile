@@ -12,6 +12,7 @@ COPY producers ./producers
 COPY stream_processors ./stream_processors
 COPY model_publisher ./model_publisher
 COPY consumers ./consumers
+COPY streamml_cli ./streamml_cli
 RUN pip install . && useradd --create-home --uid 10001 streamml
 
 USER streamml

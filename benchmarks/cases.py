@@ -36,7 +36,7 @@ from consumers.swap import ModelSlot
 from model_publisher import catalog
 from model_publisher.learner import OnlineLearner
 from stream_processors.pipeline import BatchProcessor, SourceRecord
-from streamml.envelope import seal
+from streamml.envelope import TrustPolicy, seal
 from streamml.serde import AvroSerde
 
 __all__ = ["Scale", "FULL", "QUICK", "Case", "CASES"]
@@ -157,7 +157,7 @@ def _subscriber_predict(scale: Scale) -> Pair:
         flavor=catalog.FLAVOR,
         signing_key=_SIGNING_KEY,
     )
-    slot = ModelSlot("bench", signing_key=_SIGNING_KEY)
+    slot = ModelSlot("bench", TrustPolicy(signing_key=_SIGNING_KEY))
     if not slot.offer(envelope):
         raise RuntimeError(f"the benchmark model was refused: {slot.refused}")
     model = slot.current().model  # the same object: only the indirection differs

@@ -26,7 +26,7 @@ _PACKAGES = ("fastavro", "river", "faust-streaming")
 
 def environment() -> dict[str, Any]:
     """What the numbers were measured on."""
-    versions = {}
+    versions: dict[str, str | None] = {}
     for name in _PACKAGES:
         try:
             versions[name] = metadata.version(name)
@@ -84,7 +84,10 @@ def format_table(results: Mapping[str, Measurement]) -> str:
     numeric = {2, 4, 5, 6}
     lines = []
     for index, row in enumerate(rows):
-        cells = [cell.rjust(w) if i in numeric else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))]
+        cells = [
+            cell.rjust(w) if i in numeric else cell.ljust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ]
         lines.append("  ".join(cells).rstrip())
         if index == 0:
             lines.append("  ".join("-" * w for w in widths))

@@ -105,8 +105,8 @@ def feature_rows(n: int, *, seed: int = 11, batch_size: int = 500) -> list[tuple
         for key, update in result.window_updates.items():
             windows[key] = update.state
         for out in result.features:
-            vector = processor.feature_serde.decode(out.value, out.headers)
-            rows.append((vector["features"], vector["label"]))
+            vector = processor.feature_codec.decode(out.value, out.headers)
+            rows.append((vector.features, vector.label))
     return rows
 
 

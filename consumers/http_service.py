@@ -119,7 +119,9 @@ class _Handler(BaseHTTPRequestHandler):
             if "instances" in request:
                 instances = request["instances"]
                 if not isinstance(instances, list) or not 1 <= len(instances) <= MAX_INSTANCES:
-                    raise _BadRequest(HTTPStatus.BAD_REQUEST, f"'instances' must be a list of 1 to {MAX_INSTANCES} objects")
+                    raise _BadRequest(
+                        HTTPStatus.BAD_REQUEST, f"'instances' must be a list of 1 to {MAX_INSTANCES} objects"
+                    )
                 results = [_score(serving, _features(x, f"instances[{i}]")) for i, x in enumerate(instances)]
                 body: dict[str, Any] = {"model_version": serving.version, "predictions": results}
             elif "features" in request:
@@ -181,6 +183,8 @@ class ModelServer:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
+        # server_bind() sets the address from getsockname(): the host of an AF_INET socket is a str.
+        assert isinstance(host, str)
         return f"http://{host}:{port}"
 
     def start(self) -> ModelServer:

@@ -1,6 +1,6 @@
 """Score the features stream with the live model and publish predictions.
 
-Each feature record becomes a ``Prediction`` (``prediction.avsc``) keyed like
+Each feature record becomes a :class:`~streamml.records.Prediction` keyed like
 its input, stamped with the model version that made it and carrying the label
 when there is one, so accuracy per version can be computed downstream. The
 scorer consumes nothing until a model is loaded: there are no default
@@ -20,14 +20,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Message, TopicPartition
 
 from consumers.subscriber import ModelSubscriber
+from streamml.cluster import Cluster
 from streamml.config import Settings
-from streamml.errors import KafkaClientError
-from streamml.kafka import describe_error, format_record, make_consumer, make_producer
-from streamml.serde import AvroSerde, DecodeError, bundled_schema
-from streamml.topics import Groups, Topics
+from streamml.errors import DecodeError
+from streamml.kafka import Deliveries, decoded, format_record, produce, store_offsets
+from streamml.records import FeatureVector, Prediction, RecordCodec
 
 __all__ = ["StreamScorer", "ScoreReport", "rewind_points"]
 
@@ -64,8 +64,9 @@ def rewind_points(messages: Iterable[Message]) -> dict[tuple[str, int], int]:
     for message in messages:
         if message.error() is not None:
             continue
-        where = (message.topic(), message.partition())
-        offset = message.offset()
+        topic, partition, offset = message.topic(), message.partition(), message.offset()
+        assert topic is not None and partition is not None and offset is not None  # set on every consumed record
+        where = (topic, partition)
         if where not in earliest or offset < earliest[where]:
             earliest[where] = offset
     return earliest
@@ -81,23 +82,23 @@ class StreamScorer:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: Settings | Cluster,
         *,
         subscriber: ModelSubscriber | None = None,
         max_events: int | None = None,
         stop: threading.Event | None = None,
     ) -> None:
-        self.settings = settings
-        topics = Topics.from_settings(settings)
-        self.features = topics.features
-        self.predictions = topics.predictions
+        self.cluster = Cluster.of(settings)
+        self.settings = self.cluster.settings
+        self.features = self.cluster.topics.features
+        self.predictions = self.cluster.topics.predictions
         self.max_events = max_events
         self.stop = stop or threading.Event()
-        self.subscriber = subscriber or ModelSubscriber(settings)
+        self.subscriber = subscriber or ModelSubscriber(self.cluster)
         self._owns_subscriber = subscriber is None
         self.report = ScoreReport()
-        self._in = AvroSerde(bundled_schema("feature_vector.avsc"))
-        self._out = AvroSerde(bundled_schema("prediction.avsc"))
+        self._in = RecordCodec(FeatureVector)
+        self._out = RecordCodec(Prediction)
 
     def run(self) -> ScoreReport:
         """Wait for a model, then score until stopped; return what was done.
@@ -108,8 +109,8 @@ class StreamScorer:
         waiting for the model means scoring starts the moment one is there.
         """
         self.subscriber.start()
-        consumer = make_consumer(self.settings, Groups.from_settings(self.settings).scorer)
-        producer = make_producer(self.settings)
+        consumer = self.cluster.group_consumer(self.cluster.groups.scorer)
+        producer = self.cluster.producer()
         try:
             consumer.subscribe([self.features], on_assign=self._on_assign)
             while not self.subscriber.ready:
@@ -152,72 +153,51 @@ class StreamScorer:
         return self.max_events is not None and self.report.scored >= self.max_events
 
     def _score_batch(self, consumer: Any, producer: Any, batch: list[Message]) -> None:
-        failures: list[KafkaError] = []
-
-        def delivered(err: KafkaError | None, _msg: Message) -> None:
-            if err is not None:
-                failures.append(err)
-
+        deliveries = Deliveries()
         done: dict[int, int] = {}
-        for message in batch:
-            if message.error():
-                logger.warning("consumer error on %s: %s", self.features, message.error())
-                continue
-            where = format_record(message.topic(), message.partition(), message.offset())
-            done[message.partition()] = message.offset() + 1
-            try:
-                record = self._in.decode(message.value(), message.headers())
-            except DecodeError as exc:
-                self.report.skipped += 1
-                logger.error("skipping undecodable feature record %s: %s", where, exc)
-                continue
+
+        def skip(message: Message, exc: DecodeError) -> None:
+            done[message.partition() or 0] = (message.offset() or 0) + 1
+            self.report.skipped += 1
+            logger.error(
+                "skipping undecodable feature record %s: %s",
+                format_record(self.features, message.partition() or 0, message.offset() or 0), exc,
+            )
+
+        for message, record in decoded(batch, self._in, on_skip=skip):
+            partition, offset = message.partition() or 0, message.offset() or 0
+            done[partition] = offset + 1
             serving = self.subscriber.current()  # one snapshot: the version reported is the one that predicted
             try:
-                x = record["features"]
-                prediction = serving.predict_one(x)
-                proba = serving.predict_proba_one(x)
+                prediction = serving.predict_one(record.features)
+                proba = serving.predict_proba_one(record.features)
                 value = self._out.encode(
-                    {
-                        "key": record.get("key"),
-                        "event_id": record["event_id"],
-                        "event_time": record["event_time"],
-                        "model_name": self.subscriber.model_name,
-                        "model_version": serving.version,
-                        "prediction": _avro_scalar(prediction),
-                        "probabilities": {str(k): float(v) for k, v in proba.items()},
-                        "label": record.get("label"),
-                        "scored_at": int(time.time() * 1000),
-                    }
+                    Prediction(
+                        key=record.key,
+                        event_id=record.event_id,
+                        event_time=record.event_time,
+                        model_name=self.subscriber.model_name,
+                        model_version=serving.version,
+                        prediction=_avro_scalar(prediction),
+                        probabilities={str(k): float(v) for k, v in proba.items()},
+                        label=record.label,
+                        scored_at=int(time.time() * 1000),
+                    )
                 )
             except Exception as exc:  # noqa: BLE001 - one record the model cannot score: skip it, no default prediction
                 self.report.skipped += 1
                 logger.error(
                     "skipping feature record %s: %s v%s cannot score it: %s: %s",
-                    where, self.subscriber.model_name, serving.version, type(exc).__name__, exc,
+                    format_record(self.features, partition, offset), self.subscriber.model_name, serving.version,
+                    type(exc).__name__, exc,
                 )
                 continue
-            self._produce(producer, message.key(), value, delivered)
+            produce(
+                producer, self.predictions, value, key=message.key(), headers=self._out.headers, on_delivery=deliveries
+            )
             self.report.scored += 1
             self.report.versions[serving.version] = self.report.versions.get(serving.version, 0) + 1
-        remaining = producer.flush(30)
-        if remaining or failures:
-            # Offsets of this batch are not stored: a restart scores it again.
-            reason = failures[0].str() if failures else f"{remaining} not acknowledged within 30s"
-            raise KafkaClientError(f"predictions not delivered to {self.predictions}: {reason}")
-        if done:
-            try:
-                consumer.store_offsets(offsets=[TopicPartition(self.features, p, o) for p, o in done.items()])
-            except KafkaException as exc:
-                # Partitions revoked meanwhile: their next owner re-scores, which is safe.
-                logger.warning("cannot store offsets of %s: %s", self.features, exc.args[0])
-
-    def _produce(self, producer: Any, key: bytes | None, value: bytes, delivered: Any) -> None:
-        while True:
-            try:
-                producer.produce(self.predictions, key=key, value=value, headers=self._out.headers, on_delivery=delivered)
-                producer.poll(0)
-                return
-            except BufferError:
-                producer.poll(0.1)  # local queue full: let deliveries drain, then retry
-            except KafkaException as exc:
-                raise KafkaClientError(f"cannot send a prediction to {self.predictions}: {describe_error(exc)}") from exc
+        # Offsets of this batch are stored only once its predictions are
+        # acknowledged; if they are not, wait() raises and a restart scores it again.
+        deliveries.wait(producer, 30, f"predictions to {self.predictions}")
+        store_offsets(consumer, self.features, done)

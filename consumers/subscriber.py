@@ -10,7 +10,7 @@
 
 A background thread reads the models topic with ``assign()`` and no consumer
 group: every app instance must see every version, and ``assign()`` avoids the
-slow first group join (BROKER-NOTES quirk 2). At start it reads the topic to
+slow first group join (``docs/embedded-broker.md#first-group-join``). At start it reads the topic to
 its current end (the fetch-response high watermark, see ``streamml.reader``)
 and loads the newest version that verifies; then it follows the topic and
 swaps in each newer version that verifies. Anything else is refused with a
@@ -33,18 +33,17 @@ from __future__ import annotations
 
 import logging
 import threading
-import uuid
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from consumers.swap import ModelSlot, Refusal, ServingModel, SwapCallback
+from streamml.cluster import Cluster
 from streamml.config import Settings
-from streamml.envelope import ModelEnvelope, decode_envelope, verify
+from streamml.envelope import ModelEnvelope, TrustPolicy, Verdict, assess, decode_envelope
 from streamml.errors import EnvelopeError, KafkaClientError, StreamMLError
-from streamml.kafka import describe_error, format_record, make_consumer
-from streamml.reader import partitions_of, read_to_end
-from streamml.topics import Topics
+from streamml.kafka import describe_error, format_record
+from streamml.reader import read_to_end
 
 __all__ = ["ModelSubscriber"]
 
@@ -61,34 +60,34 @@ _RETRY_MAX_SECONDS = 30.0
 
 def _backoff(failures: int) -> float:
     """Seconds to wait after the ``failures``-th consecutive failure (>= 1)."""
-    return min(_RETRY_MAX_SECONDS, _RETRY_INITIAL_SECONDS * 2 ** min(max(failures - 1, 0), 16))
+    factor: int = 2 ** min(max(failures - 1, 0), 16)  # a non-negative exponent: an int
+    return min(_RETRY_MAX_SECONDS, _RETRY_INITIAL_SECONDS * factor)
 
 
 class ModelSubscriber:
     """Keep the newest trustworthy version of a model loaded, in the background.
 
-    ``model_name`` defaults to ``settings.model_name``; envelopes are checked
-    with ``settings.model_signing_key`` when it is set. Predictions before the
-    first model is loaded raise :class:`~streamml.errors.ModelNotReadyError`,
-    never a default answer.
+    ``cluster`` is a :class:`~streamml.cluster.Cluster` or the settings to
+    make one from. ``model_name`` defaults to ``settings.model_name``;
+    envelopes are checked with ``settings.model_signing_key`` when it is set.
+    Predictions before the first model is loaded raise
+    :class:`~streamml.errors.ModelNotReadyError`, never a default answer.
     """
 
     def __init__(
         self,
-        settings: Settings,
+        cluster: Cluster | Settings,
         *,
         model_name: str | None = None,
         on_swap: SwapCallback | None = None,
         allow_runtime_mismatch: bool = False,
     ) -> None:
-        self.settings = settings
-        self.model_name = model_name or settings.model_name
-        self.topic = Topics.from_settings(settings).models
-        self._signing_key = settings.model_signing_key.get() if settings.model_signing_key else None
-        self._allow_runtime_mismatch = allow_runtime_mismatch
-        self._slot = ModelSlot(
-            self.model_name, signing_key=self._signing_key, allow_runtime_mismatch=allow_runtime_mismatch
-        )
+        self.cluster = Cluster.of(cluster)
+        self.settings = self.cluster.settings
+        self.model_name = model_name or self.settings.model_name
+        self.topic = self.cluster.topics.models
+        self._policy = TrustPolicy.from_settings(self.settings, allow_runtime_mismatch=allow_runtime_mismatch)
+        self._slot = ModelSlot(self.model_name, self._policy)
         if on_swap is not None:
             self._slot.on_swap(on_swap)
         self._stop = threading.Event()
@@ -242,24 +241,26 @@ class ModelSubscriber:
 
         ``None`` when the topic does not exist yet or :meth:`stop` was called.
         """
-        if not partitions_of(self.settings, self.topic):
+        if not self.cluster.partitions(self.topic):
             return None
-        candidates: list[tuple[int, ModelEnvelope]] = []
+        candidates: list[tuple[int, Verdict]] = []
         next_offset = 0
-        messages = read_to_end(self.settings, self.topic)
+        messages = read_to_end(self.cluster, self.topic)
         try:
             for message in messages:
                 if self._stop.is_set():
                     return None
-                next_offset = message.offset() + 1
+                offset = message.offset()
+                assert offset is not None  # read_to_end yields consumed records only
+                next_offset = offset + 1
                 try:
-                    envelope = self._candidate(message)
+                    verdict = self._candidate(message)
                 except Exception as exc:  # noqa: BLE001 - one bad record must not end the thread
-                    self._refuse_unexpected(message.offset(), exc)
+                    self._refuse_unexpected(offset, exc)
                     continue
-                if envelope is None:
+                if verdict is None:
                     continue
-                candidates.append((message.offset(), envelope))
+                candidates.append((offset, verdict))
                 if len(candidates) > 2 * _FALLBACKS:
                     candidates = sorted(candidates, key=lambda c: c[1].version, reverse=True)[:_FALLBACKS]
         finally:
@@ -269,17 +270,16 @@ class ModelSubscriber:
         self._slot.load_newest(candidates)
         return next_offset
 
-    def _candidate(self, message: Any) -> ModelEnvelope | None:
-        """Decode and verify one start-up record; ``None`` if not ours or refused."""
+    def _candidate(self, message: Any) -> Verdict | None:
+        """Decode and assess one start-up record; ``None`` if not ours or refused."""
         envelope = self._decode(message.offset(), message.key(), message.value(), message.headers())
         if envelope is None or envelope.model_name != self.model_name:
             return None
-        try:
-            verify(envelope, signing_key=self._signing_key, allow_runtime_mismatch=self._allow_runtime_mismatch)
-        except EnvelopeError as exc:
-            self._slot.refuse(message.offset(), envelope.version, str(exc))
+        verdict = assess(envelope, self._policy)
+        if not verdict.acceptable:
+            self._slot.refuse(message.offset(), envelope.version, verdict.reason or "refused")
             return None
-        return envelope
+        return verdict
 
     def _follow(self) -> None:
         """Swap in newer versions as they arrive from ``_next_offset``, until stopped.
@@ -288,8 +288,8 @@ class ModelSubscriber:
         next call resumes where this one was instead of replaying.
         """
         assert self._next_offset is not None
-        consumer: Consumer = make_consumer(
-            self.settings, f"streamml.subscriber.{uuid.uuid4().hex}", **{"enable.auto.commit": False}
+        consumer: Consumer = self.cluster.consumer(
+            "subscriber", **{"fetch.wait.max.ms": self.settings.fetch_wait_max_ms}
         )
         try:
             consumer.assign([TopicPartition(self.topic, 0, self._next_offset)])
@@ -301,10 +301,11 @@ class ModelSubscriber:
                         logger.warning("models topic %s: %s", self.topic, message.error())
                         continue
                     offset = message.offset()
+                    assert offset is not None  # set on every consumed record
                     try:
                         envelope = self._decode(offset, message.key(), message.value(), message.headers())
-                        if envelope is not None:
-                            self._slot.offer(envelope, offset)
+                        if envelope is not None and envelope.model_name == self.model_name:
+                            self._slot.offer(assess(envelope, self._policy), offset)
                     except Exception as exc:  # noqa: BLE001 - one bad record must not end the thread
                         self._refuse_unexpected(offset, exc)
                     self._next_offset = offset + 1

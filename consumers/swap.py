@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from streamml.envelope import ModelEnvelope, open_envelope, verify
+from streamml.envelope import ModelEnvelope, TrustPolicy, Verdict, assess, load_model
 from streamml.errors import EnvelopeError, ModelNotReadyError
 
 __all__ = ["ServingModel", "Refusal", "ModelSlot", "SwapCallback"]
@@ -66,16 +66,9 @@ class ModelSlot:
     Thread-safe: offers are serialized by a lock; reads take no lock.
     """
 
-    def __init__(
-        self,
-        model_name: str,
-        *,
-        signing_key: str | None = None,
-        allow_runtime_mismatch: bool = False,
-    ) -> None:
+    def __init__(self, model_name: str, policy: TrustPolicy | None = None) -> None:
         self.model_name = model_name
-        self._signing_key = signing_key
-        self._allow_runtime_mismatch = allow_runtime_mismatch
+        self.policy = policy or TrustPolicy()
         self._serving: ServingModel | None = None
         self._offer_lock = threading.Lock()
         self._changed = threading.Condition()
@@ -112,22 +105,26 @@ class ModelSlot:
         self.refused_total += 1
         logger.warning("refused %s v%s at offset %s: %s", self.model_name, version, offset, reason)
 
-    def offer(self, envelope: ModelEnvelope, offset: int | None = None) -> bool:
-        """Load ``envelope`` if it is newer than the serving version and trustworthy.
+    def offer(self, candidate: ModelEnvelope | Verdict, offset: int | None = None) -> bool:
+        """Load the candidate if it is newer than the serving version and acceptable.
 
-        Returns ``True`` on a swap. Envelopes of another model name are ignored
+        ``candidate`` is a verdict of :func:`streamml.envelope.assess` (the
+        subscriber assesses each envelope once), or an envelope, which is then
+        assessed here with the slot's policy. Returns ``True`` on a swap. Envelopes of another model name are ignored
         (``False``, not refused: several models may share the topic); any other
         failure is refused with its reason and the current model keeps serving.
         An authentic envelope older than the serving version is also counted
         in ``version_regressions`` (see the module docstring).
         """
+        verdict = candidate if isinstance(candidate, Verdict) else assess(candidate, self.policy)
+        envelope = verdict.envelope
         if envelope.model_name != self.model_name:
             return False
         with self._offer_lock:
             old = self._serving
             if old is not None and envelope.version <= old.version:
                 reason = f"version {envelope.version} is not newer than the serving v{old.version}"
-                if envelope.version < old.version and self._authentic(envelope):
+                if envelope.version < old.version and verdict.authentic:
                     self.version_regressions += 1
                     reason += (
                         "; the version sequence went backwards (publisher history lost?), "
@@ -136,9 +133,7 @@ class ModelSlot:
                 self.refuse(offset, envelope.version, reason)
                 return False
             try:
-                model = open_envelope(
-                    envelope, signing_key=self._signing_key, allow_runtime_mismatch=self._allow_runtime_mismatch
-                )
+                model = load_model(verdict)
             except EnvelopeError as exc:
                 self.refuse(offset, envelope.version, str(exc))
                 return False
@@ -152,22 +147,14 @@ class ModelSlot:
         self._notify(None if old is None else old.version, new)
         return True
 
-    def _authentic(self, envelope: ModelEnvelope) -> bool:
-        """Checksum and signature hold (whatever runtime wrote it)."""
-        try:
-            verify(envelope, signing_key=self._signing_key, allow_runtime_mismatch=True)
-        except EnvelopeError:
-            return False
-        return True
-
-    def load_newest(self, candidates: Iterable[tuple[int | None, ModelEnvelope]]) -> bool:
+    def load_newest(self, candidates: Iterable[tuple[int | None, ModelEnvelope | Verdict]]) -> bool:
         """Load the newest candidate that opens, trying older ones if it does not.
 
         ``candidates`` are ``(offset, envelope)`` pairs in any order. Older
         candidates than the one loaded are superseded, not refused.
         """
         ordered = sorted(candidates, key=lambda c: (c[1].version, c[0] or 0), reverse=True)
-        return any(self.offer(envelope, offset) for offset, envelope in ordered)
+        return any(self.offer(candidate, offset) for offset, candidate in ordered)
 
     def _install(self, new: ServingModel) -> None:
         with self._changed:

@@ -59,7 +59,8 @@ class OnlineLearner:
         self._n_correct = round((accuracy or 0.0) * n_learned)
         self._n_scored = n_scored
         self._loss_sum = (log_loss or 0.0) * n_scored
-        self._rolling = utils.Rolling(metrics.Accuracy, window_size=rolling_window)
+        # Typed as the base Metric: its get() is annotated (-> float), Accuracy's is not.
+        self._rolling: utils.Rolling[metrics.base.Metric] = utils.Rolling(metrics.Accuracy, window_size=rolling_window)
         self._has_proba = callable(getattr(model, "predict_proba_one", None))
 
     @classmethod
@@ -125,7 +126,7 @@ class OnlineLearner:
         """Return the envelope metrics: accuracy, rolling_accuracy, log_loss, counts."""
         result = {
             "accuracy": self._n_correct / self.n_learned if self.n_learned else 0.0,
-            "rolling_accuracy": float(self._rolling.get()),
+            "rolling_accuracy": float(self._rolling.obj.get()),
             "n_learned": float(self.n_learned),
             "n_seen": float(self.n_seen),
             "n_scored_proba": float(self._n_scored),

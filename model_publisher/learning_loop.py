@@ -36,13 +36,12 @@ from model_publisher.catalog import FLAVOR, build, describe, matches
 from model_publisher.learner import OnlineLearner, partition_key
 from model_publisher.policy import PublishPolicy
 from model_publisher.publisher import ModelPublisher
+from streamml.cluster import Cluster
 from streamml.config import Settings
 from streamml.envelope import ModelEnvelope
-from streamml.errors import KafkaClientError, ModelTooLargeError
-from streamml.kafka import describe_error, format_record, make_consumer
-from streamml.reader import partitions_of
-from streamml.serde import AvroSerde, DecodeError, bundled_schema
-from streamml.topics import Groups, Topics
+from streamml.errors import DecodeError, KafkaClientError, ModelTooLargeError
+from streamml.kafka import decoded, describe_error, format_record, store_offsets
+from streamml.records import FeatureVector, RecordCodec
 
 __all__ = ["LearningLoop", "LearnReport"]
 
@@ -74,7 +73,7 @@ class LearningLoop:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: Settings | Cluster,
         *,
         max_events: int | None = None,
         stop: threading.Event | None = None,
@@ -82,16 +81,17 @@ class LearningLoop:
         resume: bool = True,
         policy: PublishPolicy | None = None,
     ) -> None:
-        self.settings = settings
-        self.topic = Topics.from_settings(settings).features
+        self.cluster = Cluster.of(settings)
+        self.settings = self.cluster.settings
+        self.topic = self.cluster.topics.features
         self.max_events = max_events
         self.stop = stop or threading.Event()
         self.on_publish = on_publish
         self.resume = resume
-        self.policy = policy or PublishPolicy.from_settings(settings)
+        self.policy = policy or PublishPolicy.from_settings(self.settings)
         self.report = LearnReport()
-        self._serde = AvroSerde(bundled_schema("feature_vector.avsc"))
-        self._publisher = ModelPublisher(settings, flavor=FLAVOR)
+        self._codec = RecordCodec(FeatureVector)
+        self._publisher = ModelPublisher(self.cluster, flavor=FLAVOR)
         self._learner: OnlineLearner | None = None
         #: Whether the group's committed offsets belong to the model being
         #: trained (only when it resumed the newest published version).
@@ -149,7 +149,7 @@ class LearningLoop:
         return OnlineLearner(fresh)
 
     def _committed(self, consumer: Consumer) -> dict[int, int]:
-        parts = partitions_of(self.settings, self.topic)
+        parts = self.cluster.partitions(self.topic)
         try:
             committed = consumer.committed([TopicPartition(self.topic, p) for p in parts], timeout=10)
         except KafkaException as exc:
@@ -178,7 +178,7 @@ class LearningLoop:
         consumer: Consumer | None = None
         try:
             self._publisher.start()
-            consumer = make_consumer(self.settings, Groups.from_settings(self.settings).learner)
+            consumer = self.cluster.group_consumer(self.cluster.groups.learner)
             committed = self._committed(consumer)
             learner = self._learner = self._initial_learner(committed)
 
@@ -188,10 +188,14 @@ class LearningLoop:
                 c.assign(assigned)
 
             consumer.subscribe([self.topic], on_assign=on_assign)
+
+            def skip(message: Message, exc: DecodeError) -> None:
+                self._skip_undecodable(learner, message, exc)
+
             while not self.stop.is_set() and not self._enough():
                 budget = _BATCH if self.max_events is None else min(_BATCH, self.max_events - self.report.consumed)
-                for message in consumer.consume(budget, timeout=0.2):
-                    self._handle(learner, message)
+                for message, record in decoded(consumer.consume(budget, timeout=0.2), self._codec, on_skip=skip):
+                    self._handle(learner, message, record)
                     # Checked per event, so "every N learned events" is exact.
                     if self.policy.due():
                         self._publish(consumer, learner)
@@ -210,25 +214,21 @@ class LearningLoop:
     def _enough(self) -> bool:
         return self.max_events is not None and self.report.consumed >= self.max_events
 
-    def _handle(self, learner: OnlineLearner, message: Message) -> None:
-        error = message.error()
-        if error is not None:
-            logger.warning("consumer error on %s: %s", self.topic, error)
-            return
-        topic, partition, offset = message.topic(), message.partition(), message.offset()
+    def _skip_undecodable(self, learner: OnlineLearner, message: Message, exc: DecodeError) -> None:
+        # The processor only writes valid records, so this is a bug or a
+        # foreign writer: log where, skip it, keep learning.
+        topic, partition, offset = _position(message)
         self.report.consumed += 1
+        self.report.skipped += 1
+        logger.error("skipping undecodable feature record %s: %s", format_record(topic, partition, offset), exc)
+        learner.advance(topic, partition, offset)
+
+    def _handle(self, learner: OnlineLearner, message: Message, record: FeatureVector) -> None:
+        topic, partition, offset = _position(message)
+        self.report.consumed += 1
+        label = record.label
         try:
-            record = self._serde.decode(message.value(), message.headers())
-        except DecodeError as exc:
-            # The processor only writes valid records, so this is a bug or a
-            # foreign writer: log where, skip it, keep learning.
-            self.report.skipped += 1
-            logger.error("skipping undecodable feature record %s: %s", format_record(topic, partition, offset), exc)
-            learner.advance(topic, partition, offset)
-            return
-        label = record.get("label")
-        try:
-            learner.process(record["features"], label, topic=topic, partition=partition, offset=offset)
+            learner.process(record.features, label, topic=topic, partition=partition, offset=offset)
         except Exception as exc:  # noqa: BLE001 - any model error on one record: skip it, do not crash-loop
             self.report.skipped += 1
             logger.error(
@@ -245,7 +245,10 @@ class LearningLoop:
         started = time.monotonic()
         try:
             envelope = self._publisher.publish(
-                learner.model, metrics=learner.metrics(), n_learned=learner.n_learned, input_offsets=learner.input_offsets
+                learner.model,
+                metrics=learner.metrics(),
+                n_learned=learner.n_learned,
+                input_offsets=learner.input_offsets,
             )
         except ModelTooLargeError as exc:
             # Fatal on purpose: skipping the publish would leave subscribers on
@@ -253,20 +256,25 @@ class LearningLoop:
             # the last published version is stored, so nothing is lost, but a
             # restart replays to the same size: say what to change.
             since = f"v{self.report.last_version} was published" if self.report.last_version else "the learner started"
-            error = ModelTooLargeError(
-                f"learner stopped: {exc}; the {self.settings.model_spec} model had learned {learner.n_learned} events. "
-                f"It was not published and no offsets were stored since {since}, so a restart replays the same "
-                "events and reaches the same size again. Raise STREAMML_MAX_MODEL_BYTES (with max.message.bytes "
-                f"of {self._publisher.topic} and the brokers' message.max.bytes) or learn a model that stays small "
-                "(STREAMML_MODEL_SPEC / --model-spec, e.g. logistic)"
-            )
-            for attr in ("model_name", "version", "size", "limit"):
-                setattr(error, attr, getattr(exc, attr, None))
-            raise error from exc
+            raise ModelTooLargeError(
+                model_name=exc.model_name,
+                version=exc.version,
+                size=exc.size,
+                limit=exc.limit,
+                advice=(
+                    f"learner stopped: the {self.settings.model_spec} model had learned {learner.n_learned} events. "
+                    f"It was not published and no offsets were stored since {since}, so a restart replays the same "
+                    "events and reaches the same size again. Raise STREAMML_MAX_MODEL_BYTES (with max.message.bytes "
+                    f"of {self._publisher.topic} and the brokers' message.max.bytes) or learn a model that stays "
+                    "small (STREAMML_MODEL_SPEC / --model-spec, e.g. logistic)"
+                ),
+            ) from exc
         self.policy.published()
         self.report.published += 1
         self.report.last_version = envelope.version
-        logger.info("published %s v%d in %.0f ms", envelope.model_name, envelope.version, (time.monotonic() - started) * 1000)
+        logger.info(
+            "published %s v%d in %.0f ms", envelope.model_name, envelope.version, (time.monotonic() - started) * 1000
+        )
         # Offsets are stored only now: the published model has learned everything before them.
         self._store(consumer, learner, envelope.input_offsets)
         if self.on_publish is not None:
@@ -275,15 +283,15 @@ class LearningLoop:
     def _store(self, consumer: Consumer, learner: OnlineLearner, offsets: dict[str, int] | None = None) -> None:
         offsets = learner.input_offsets if offsets is None else offsets
         prefix = f"{self.topic}["
-        tps = [
-            TopicPartition(self.topic, int(key[len(prefix):-1]), offset)
-            for key, offset in offsets.items()
-            if key.startswith(prefix)
-        ]
-        if not tps:
-            return
-        try:
-            consumer.store_offsets(offsets=tps)
-        except KafkaException as exc:
-            # Partitions revoked meanwhile: the next owner replays, which is safe.
-            logger.warning("cannot store offsets %s: %s", tps, exc.args[0])
+        store_offsets(
+            consumer,
+            self.topic,
+            {int(key[len(prefix):-1]): offset for key, offset in offsets.items() if key.startswith(prefix)},
+        )
+
+
+def _position(message: Message) -> tuple[str, int, int]:
+    """``(topic, partition, offset)`` of a consumed record (never ``None`` for a record)."""
+    topic, partition, offset = message.topic(), message.partition(), message.offset()
+    assert topic is not None and partition is not None and offset is not None
+    return topic, partition, offset

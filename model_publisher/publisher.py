@@ -14,14 +14,14 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import Producer
 
+from streamml.cluster import Cluster
 from streamml.config import Settings
-from streamml.envelope import ModelEnvelope, encode_envelope, envelope_headers, open_envelope, seal
-from streamml.errors import EnvelopeError, KafkaClientError, ModelTooLargeError
-from streamml.kafka import make_producer
+from streamml.envelope import ModelEnvelope, TrustPolicy, encode_envelope, envelope_headers, load_model, seal
+from streamml.errors import EnvelopeError
+from streamml.kafka import Deliveries, produce
 from streamml.registry import VersionRecord, newest_authentic, next_version, read_versions
-from streamml.topics import Topics
 
 __all__ = ["ModelPublisher"]
 
@@ -35,23 +35,30 @@ class ModelPublisher:
     :meth:`publish` then blocks until the broker has acknowledged the record.
     """
 
-    def __init__(self, settings: Settings, *, flavor: str = "river", delivery_timeout: float = 30.0) -> None:
-        self.settings = settings
-        self.model_name = settings.model_name
-        self.topic = Topics.from_settings(settings).models
+    def __init__(self, cluster: Cluster | Settings, *, flavor: str = "river", delivery_timeout: float = 30.0) -> None:
+        self.cluster = Cluster.of(cluster)
+        self.settings = self.cluster.settings
+        self.model_name = self.settings.model_name
+        self.topic = self.cluster.topics.models
         self.flavor = flavor
         self.delivery_timeout = delivery_timeout
-        self._signing_key = settings.model_signing_key.get() if settings.model_signing_key else None
+        self._policy = TrustPolicy.from_settings(self.settings)
         self._producer: Producer | None = None
         self._next: int | None = None
         self._history: list[VersionRecord] = []
 
     def start(self) -> int:
         """Read the models topic; return the version the next publish will use."""
-        self._history = read_versions(self.settings, model_name=self.model_name)
+        self._history = read_versions(self.cluster, model_name=self.model_name, policy=self._policy)
         self._next = next_version(self._history, self.model_name)
-        self._producer = make_producer(self.settings, **{"linger.ms": 0})
-        logger.info("publisher for %s starts at v%d (%d records on %s)", self.model_name, self._next, len(self._history), self.topic)
+        self._producer = self.cluster.producer(**{"linger.ms": 0})
+        logger.info(
+            "publisher for %s starts at v%d (%d records on %s)",
+            self.model_name,
+            self._next,
+            len(self._history),
+            self.topic,
+        )
         return self._next
 
     @property
@@ -86,13 +93,13 @@ class ModelPublisher:
             if refused_here and (record.version or 0) > newest_ok:
                 logger.warning("cannot resume from %s v%s: %s", self.model_name, record.version, record.reason)
         for record in acceptable:
-            assert record.envelope is not None  # newest_authentic keeps decoded records only
+            assert record.verdict is not None  # newest_authentic keeps assessed records only
             try:
-                model = open_envelope(record.envelope, signing_key=self._signing_key)
+                model = load_model(record.verdict)
             except EnvelopeError as exc:
                 logger.warning("cannot resume from %s v%s: %s", self.model_name, record.version, exc)
                 continue
-            return model, record.envelope
+            return model, record.verdict.envelope
         return None
 
     def publish(
@@ -122,39 +129,19 @@ class ModelPublisher:
             metrics=metrics,
             n_learned=n_learned,
             input_offsets=input_offsets,
-            signing_key=self._signing_key,
+            signing_key=self._policy.signing_key,
         )
-        value = encode_envelope(envelope)
-        limit = self.settings.max_model_bytes
-        if len(value) > limit:
-            error = ModelTooLargeError(
-                f"model {self.model_name} v{version} is {len(value)} bytes, over the {limit}-byte limit "
-                "(STREAMML_MAX_MODEL_BYTES; Apache Kafka's default message.max.bytes is about 1 MB)"
-            )
-            error.model_name, error.version, error.size, error.limit = self.model_name, version, len(value), limit
-            raise error
-        outcome: list[KafkaError | None] = []
-
-        def delivered(err: KafkaError | None, _msg: Message) -> None:
-            outcome.append(err)
-
-        try:
-            producer.produce(
-                self.topic,
-                key=self.model_name.encode(),
-                value=value,
-                headers=envelope_headers(),
-                on_delivery=delivered,
-            )
-        except (BufferError, KafkaException) as exc:
-            raise KafkaClientError(f"cannot send {self.model_name} v{version} to {self.topic}: {exc}") from exc
-        remaining = producer.flush(self.delivery_timeout)
-        if remaining or not outcome:
-            raise KafkaClientError(
-                f"{self.model_name} v{version} not acknowledged by {self.topic} within {self.delivery_timeout:g}s"
-            )
-        if outcome[0] is not None:
-            raise KafkaClientError(f"{self.model_name} v{version} not delivered to {self.topic}: {outcome[0].str()}")
+        value = encode_envelope(envelope, max_bytes=self.settings.max_model_bytes)
+        deliveries = Deliveries()
+        produce(
+            producer,
+            self.topic,
+            value,
+            key=self.model_name.encode(),
+            headers=envelope_headers(),
+            on_delivery=deliveries,
+        )
+        deliveries.wait(producer, self.delivery_timeout, f"{self.model_name} v{version}")
         self._next = version + 1
         return envelope
 

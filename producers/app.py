@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message
+from confluent_kafka import KafkaError, Message
 
 from streamml.config import Settings
 from streamml.errors import KafkaClientError, RecordError
-from streamml.kafka import make_producer
+from streamml.kafka import make_producer, produce
 from streamml.serde import AvroSchema, AvroSerde
 from streamml.topics import Topics
 
@@ -35,8 +35,6 @@ logger = logging.getLogger(__name__)
 
 #: Delivery failure reasons kept for reporting; the rest are only counted.
 MAX_FAILURE_REASONS = 5
-#: How long one wait for queue space lasts when librdkafka's queue is full.
-_QUEUE_FULL_WAIT = 0.5
 
 
 @dataclass(frozen=True)
@@ -176,26 +174,11 @@ class EventProducer:
             logger.warning("while handling %s: %s", type(exc).__name__, flush_error)
 
     def _produce(self, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]) -> None:
-        while True:
-            try:
-                self._producer.produce(
-                    self.topic, value=value, key=key, headers=headers, on_delivery=self._on_delivery
-                )
-                break
-            except BufferError:
-                # The local queue is full: serve delivery reports to make room,
-                # then retry (librdkafka expires stuck records after
-                # message.timeout.ms, so this cannot wait forever).
-                logger.debug("producer queue full; waiting for deliveries")
-                self._producer.poll(_QUEUE_FULL_WAIT)
-            except KafkaException as exc:
-                error = exc.args[0]
-                text = error.str() if isinstance(error, KafkaError) else str(error)
-                raise KafkaClientError(f"cannot produce to {self.topic}: {text}") from exc
+        # Waits for queue space when librdkafka's queue is full, then serves
+        # the delivery reports of earlier records without waiting.
+        produce(self._producer, self.topic, value, key=key, headers=headers, on_delivery=self._on_delivery)
         self._sent += 1
         self._bytes += len(value)
-        # Serve callbacks of earlier records without waiting.
-        self._producer.poll(0)
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is None:

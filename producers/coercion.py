@@ -101,7 +101,14 @@ _CONVERTERS: dict[str, Callable[[Any, str], Any]] = {
     "string": _to_str,
     "boolean": _to_bool,
 }
-_TYPE_WORDS = {"int": "an int", "long": "a long", "float": "a float", "double": "a double", "string": "a string", "boolean": "a boolean"}
+_TYPE_WORDS = {
+    "int": "an int",
+    "long": "a long",
+    "float": "a float",
+    "double": "a double",
+    "string": "a string",
+    "boolean": "a boolean",
+}
 
 
 def coerce_value(rule: FieldRule, value: Any, *, row: int | None = None, default: Any = _NO_DEFAULT) -> Any:

@@ -15,11 +15,10 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from streamml.errors import SourceError
-from streamml.serde import AvroSchema
-
 from producers.coercion import RowCoercer
 from producers.events import SourceItem
+from streamml.errors import SourceError
+from streamml.serde import AvroSchema
 
 __all__ = ["FileSource", "CsvSource", "JsonLinesSource", "ParquetSource", "DEFAULT_CHUNK_SIZE"]
 

@@ -9,15 +9,14 @@ from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 
-from streamml.config import Settings
-from streamml.errors import RecordError, SourceError
-from streamml.serde import AvroSchema
-
 from producers.app import EventProducer, ProducerStats
 from producers.events import EventSource, RawPayload
 from producers.files import CsvSource, JsonLinesSource, ParquetSource
 from producers.pacing import Pacer
 from producers.synthetic import DEFAULT_LENGTH, SyntheticSource
+from streamml.config import Settings
+from streamml.errors import RecordError, SourceError
+from streamml.serde import AvroSchema
 
 __all__ = ["ProduceReport", "produce", "open_source", "FILE_SOURCES"]
 

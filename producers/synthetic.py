@@ -22,10 +22,10 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from streamml.errors import SourceError
-from streamml.serde import AvroSchema, AvroSerde, bundled_schema
-
 from producers.events import RawPayload, SourceItem
+from streamml.errors import SourceError
+from streamml.records import DEMO_EVENTS_SCHEMA, DEMO_EVENTS_SCHEMA_PATH
+from streamml.serde import AvroSchema, AvroSerde, bundled_schema
 
 __all__ = ["SyntheticSource", "FAULT_KINDS", "DEFAULT_LENGTH", "CONCEPTS"]
 
@@ -77,7 +77,7 @@ class SyntheticSource:
             raise SourceError(f"synthetic source: bad_fraction must be between 0 and 1, got {bad_fraction}")
         if not 1 <= customers <= 10_000:
             raise SourceError(f"synthetic source: customers must be between 1 and 10000, got {customers}")
-        self.schema = schema or bundled_schema("events_demo.avsc")
+        self.schema = schema or bundled_schema(DEMO_EVENTS_SCHEMA)
         _check_schema(self.schema)
         self.length = length
         self.seed = seed
@@ -150,11 +150,11 @@ class SyntheticSource:
             record[field] = value
         else:  # corrupt_bytes: half random noise, half a valid record cut short
             if rng.random() < 0.5:
-                value = rng.randbytes(rng.randint(8, 40))
+                payload = rng.randbytes(rng.randint(8, 40))
             else:
                 encoded = self._serde.encode(record)
-                value = encoded[: rng.randrange(1, len(encoded))]
-            return RawPayload(value, key=record["customer_id"], fault=kind)
+                payload = encoded[: rng.randrange(1, len(encoded))]
+            return RawPayload(payload, key=record["customer_id"], fault=kind)
         return record
 
 
@@ -171,5 +171,5 @@ def _check_schema(schema: AvroSchema) -> None:
             problems.append(f"requires {', '.join(unfilled)}, which it does not generate")
         raise SourceError(
             f"the synthetic source writes the demo loan-application fields, but schema "
-            f"{schema.name} {' and '.join(problems)}; use streamml/schemas/events_demo.avsc"
+            f"{schema.name} {' and '.join(problems)}; use the bundled demo schema, {DEMO_EVENTS_SCHEMA_PATH}"
         )

@@ -31,17 +31,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import faust
 
+from stream_processors.pipeline import BatchProcessor, SourceRecord
 from streamml.config import Settings
 from streamml.errors import KafkaClientError, StreamMLError
 from streamml.kafka import faust_broker_credentials, faust_broker_url
 from streamml.serde import AvroSchema
 from streamml.topics import Groups, Topics
-
-from stream_processors.pipeline import BatchProcessor, SourceRecord
 
 __all__ = ["build_app", "run_worker", "BatchHandler", "WINDOW_TABLE", "AGENT_NAME"]
 
@@ -68,9 +67,9 @@ class BatchHandler:
         self.table = table
         self.features = features
         self.dead_letters = dead_letters
-        self._in_flight: set[asyncio.Future] = set()
+        self._in_flight: set[asyncio.Future[None]] = set()
 
-    async def handle(self, events: Sequence[faust.EventT]) -> None:
+    async def handle(self, events: Sequence[faust.EventT[Any]]) -> None:
         """Process a batch, hand its outputs to the producer, and return.
 
         The events stay unacked (held) until every output is delivered; that
@@ -93,10 +92,16 @@ class BatchHandler:
                 store[key] = update.state  # live object; recovery restores the dumped form
                 value = faust.serializers.codecs.dumps(self.table.value_serializer, update.dumped)
                 pending.append(await send(changelog, key, value, update.partition, None, None))
+            # Output headers may have None values (dead letters keep their source's headers), which
+            # aiokafka sends as null; faust's HeadersArg type does not allow them.
             for out in result.features:
-                pending.append(await send(self.features, out.key, out.value, out.partition, None, out.headers))
+                pending.append(
+                    await send(self.features, out.key, out.value, out.partition, None, out.headers)  # type: ignore[arg-type]
+                )
             for out in result.dead_letters:
-                pending.append(await send(self.dead_letters, out.key, out.value, None, None, out.headers))
+                pending.append(
+                    await send(self.dead_letters, out.key, out.value, None, None, out.headers)  # type: ignore[arg-type]
+                )
         except Exception as exc:
             await self._fail(records, exc)
             raise KafkaClientError(f"cannot send the outputs of {_span(records)}: {exc}") from exc
@@ -113,7 +118,7 @@ class BatchHandler:
         )
 
     async def _release_when_delivered(
-        self, events: Sequence[faust.EventT], records: list[SourceRecord], pending: list[Any]
+        self, events: Sequence[faust.EventT[Any]], records: list[SourceRecord], pending: list[Any]
     ) -> None:
         try:
             await asyncio.gather(*pending)
@@ -132,11 +137,10 @@ def _span(records: list[SourceRecord]) -> str:
     return f"{records[0].position}..{records[-1].position}" if records else "an empty batch"
 
 
-def _source_record(event: faust.EventT) -> SourceRecord:
+def _source_record(event: faust.EventT[Any]) -> SourceRecord:
     message = event.message
-    headers = message.headers or ()
-    if isinstance(headers, Mapping):
-        headers = headers.items()
+    raw_headers = message.headers or ()
+    headers = raw_headers.items() if isinstance(raw_headers, Mapping) else raw_headers
     timestamp = message.timestamp
     return SourceRecord(
         value=message.value,
@@ -176,7 +180,7 @@ def build_app(
         topic_replication_factor=settings.replication_factor,
         topic_disable_leader=True,  # one fewer internal topic; the leader topic is unused here
         # Short session: the embedded broker makes a first join wait about
-        # half of it (BROKER-NOTES quirk 2); the request timeout must not be shorter.
+        # half of it (docs/embedded-broker.md#first-group-join); the request timeout must not be shorter.
         broker_session_timeout=session,
         broker_heartbeat_interval=max(session / 6, 0.3),
         broker_rebalance_timeout=session,
@@ -212,8 +216,10 @@ def build_app(
     batch_size = settings.processor_batch_size
 
     @app.agent(source, name=AGENT_NAME)
-    async def process_events(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(batch_size, within=BATCH_WITHIN):
+    async def process_events(stream: faust.StreamT[Any]) -> None:
+        # An agent's stream is a faust.Stream; the StreamT protocol lacks take_events.
+        batches = cast("faust.Stream[Any]", stream).take_events(batch_size, within=BATCH_WITHIN)
+        async for events in batches:
             await handler.handle(events)
 
     logger.info(

@@ -1,34 +1,19 @@
-"""Dead-letter reasons and the headers that carry them (pure, no Kafka).
+"""Dead-letter reasons of the processor (pure, no Kafka).
 
 A quarantined record keeps its original key, value and headers; the reason is
 appended as machine-readable headers, so the record can be inspected, fixed
-and replayed byte for byte::
-
-    streamml.dlq.stage             decode | validate | featurize
-    streamml.dlq.rule              first rule broken (e.g. undecodable, below_min)
-    streamml.dlq.field             field of that rule, empty when none
-    streamml.dlq.message           human-readable explanation
-    streamml.dlq.violations        JSON list of every violation [{field, rule, message}]
-    streamml.dlq.source.topic      where the record was read
-    streamml.dlq.source.partition
-    streamml.dlq.source.offset
-    streamml.dlq.source.timestamp  the record's own timestamp, epoch ms (empty if none)
-    streamml.dlq.timestamp         when it was quarantined, epoch ms
-
-The reason headers come after the original ones; a record quarantined twice
-(after a replay) carries both reasons and :func:`streamml.serde.header_value`
-returns the newest.
+and replayed byte for byte. The header contract (names, encoding, reading
+them back) is the kernel's :class:`streamml.records.DeadLetterReason`; this
+module decides what a processor rejection says.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from streamml.dead_letters import DLQ_PREFIX, read_rejection
-
 from stream_processors.validation import Violation
+from streamml.records import DEAD_LETTER_STAGES, DLQ_PREFIX, DeadLetterReason
 
 __all__ = [
     "STAGES",
@@ -38,7 +23,7 @@ __all__ = [
     "read_rejection",
 ]
 
-STAGES = ("decode", "validate", "featurize")
+STAGES = DEAD_LETTER_STAGES
 
 Headers = Sequence[tuple[str, bytes | None]]
 
@@ -84,18 +69,19 @@ def dead_letter_headers(
     now_ms: int,
 ) -> list[tuple[str, bytes | None]]:
     """Return ``original`` headers followed by the reason headers of ``rejection``."""
-    headers = list(original or ())
-    reason = {
-        "stage": rejection.stage,
-        "rule": rejection.rule,
-        "field": rejection.field,
-        "message": rejection.message,
-        "violations": json.dumps(rejection.all_violations(), separators=(",", ":")),
-        "source.topic": topic,
-        "source.partition": str(partition),
-        "source.offset": str(offset),
-        "source.timestamp": "" if source_timestamp_ms is None else str(source_timestamp_ms),
-        "timestamp": str(now_ms),
-    }
-    headers.extend((DLQ_PREFIX + name, value.encode("utf-8", errors="replace")) for name, value in reason.items())
-    return headers
+    reason = DeadLetterReason(
+        stage=rejection.stage,
+        rule=rejection.rule,
+        field=rejection.field,
+        message=rejection.message,
+        violations=rejection.all_violations(),
+        source_topic=topic,
+        source_partition=partition,
+        source_offset=offset,
+        source_timestamp=source_timestamp_ms,
+        timestamp=now_ms,
+    )
+    return reason.headers(original)
+
+
+read_rejection = DeadLetterReason.read

@@ -13,18 +13,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-from streamml.config import Settings
-from streamml.kafka import format_record
-from streamml.serde import AvroSchema, AvroSerde, DecodeError, bundled_schema
 
 from stream_processors.dead_letters import Rejection, dead_letter_headers
 from stream_processors.features import EVENT_ID_FIELD, FeatureSpec, featurize
 from stream_processors.validation import validate
 from stream_processors.windows import WindowSpec, WindowState, window_features
+from streamml.config import Settings
+from streamml.errors import DecodeError
+from streamml.kafka import format_record
+from streamml.records import FeatureVector, RecordCodec
+from streamml.serde import AvroSchema, AvroSerde
 
 __all__ = ["SourceRecord", "OutputRecord", "WindowUpdate", "BatchResult", "BatchProcessor", "FEATURIZE_ERROR"]
 
@@ -89,6 +90,24 @@ class _Parsed:
 
 
 @dataclass
+class _BatchContext:
+    """What featurizing one batch shares between its records."""
+
+    parsed: Sequence[_Parsed | Rejection | Exception]
+    #: Indexes of each key's parsed records, in order.
+    by_key: Mapping[bytes, list[int]]
+    #: The stored window state, read only (a faust table's store or a dict).
+    windows: Mapping[bytes, Any]
+    result: BatchResult
+    #: Window state of the keys seen so far in this batch.
+    states: dict[bytes, WindowState] = field(default_factory=dict)
+    #: Scratch state of keys with replayed records.
+    replays: dict[bytes, WindowState] = field(default_factory=dict)
+    #: Keys whose state changed -> their source partition.
+    touched: dict[bytes, int] = field(default_factory=dict)
+
+
+@dataclass
 class BatchResult:
     """What one batch produced: one output per input, plus the window state to save."""
 
@@ -97,7 +116,8 @@ class BatchResult:
     #: Keyed like the window table (the record key bytes).
     window_updates: dict[bytes, WindowUpdate] = field(default_factory=dict)
 
-    def __iter__(self):  # allows ``features, dead_letters = processor.process_batch(...)``
+    # allows ``features, dead_letters = processor.process_batch(...)``
+    def __iter__(self) -> Iterator[list[OutputRecord]]:
         return iter((self.features, self.dead_letters))
 
 
@@ -124,7 +144,7 @@ class BatchProcessor:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.event_serde = AvroSerde(event_schema, writer_schemas)
-        self.feature_serde = AvroSerde(bundled_schema("feature_vector.avsc"))
+        self.feature_codec = RecordCodec(FeatureVector)
         self.schema = event_schema
         self.key_field = key_field
         self.label_field = label_field
@@ -132,7 +152,7 @@ class BatchProcessor:
         self.window = window
         self.features_partitions = features_partitions
         self.feature_spec = FeatureSpec.from_schema(event_schema, exclude=(key_field, label_field, time_field))
-        self._feature_headers = self.feature_serde.headers
+        self._feature_headers = self.feature_codec.headers
         self._clock = clock
 
     @classmethod
@@ -183,6 +203,7 @@ class BatchProcessor:
         now_ms = int(self._clock() * 1000)
         parsed: list[_Parsed | Rejection | Exception] = []
         by_key: dict[bytes, list[int]] = {}  # indexes of each key's parsed records, in order
+        item: _Parsed | Rejection | Exception
         for index, record in enumerate(records):
             try:
                 item = self._parse(record)
@@ -191,13 +212,11 @@ class BatchProcessor:
             parsed.append(item)
             if isinstance(item, _Parsed):
                 by_key.setdefault(item.window_key, []).append(index)
-        states: dict[bytes, WindowState] = {}
-        replays: dict[bytes, WindowState] = {}  # scratch state of keys with replayed records
-        touched: dict[bytes, int] = {}  # keys whose state changed -> their source partition
-        for index, (record, item) in enumerate(zip(records, parsed)):
+        context = _BatchContext(parsed, by_key, windows, result)
+        for index, (record, item) in enumerate(zip(records, parsed, strict=True)):
             if isinstance(item, _Parsed):
                 try:
-                    self._featurize(index, record, item, parsed, by_key, windows, states, replays, touched, result)
+                    self._featurize(index, record, item, context)
                     continue
                 except Exception as exc:
                     item = exc
@@ -205,8 +224,8 @@ class BatchProcessor:
                 logger.warning("cannot featurize %s: %r", record.position, item)
                 item = Rejection("featurize", FEATURIZE_ERROR, "", f"featurization failed: {item!r}")
             result.dead_letters.append(self._dead_letter(record, item, now_ms))
-        for key, partition in touched.items():  # dumped once per key and batch
-            state = states[key]
+        for key, partition in context.touched.items():  # dumped once per key and batch
+            state = context.states[key]
             result.window_updates[key] = WindowUpdate(partition, state, state.dump(self.window))
         return result
 
@@ -223,32 +242,20 @@ class BatchProcessor:
         values = {name: _as_float(event.get(name)) for name in self.window.fields}
         return _Parsed(event, window_key, time_ms, values, (record.partition, record.offset))
 
-    def _featurize(
-        self,
-        index: int,
-        record: SourceRecord,
-        item: _Parsed,
-        parsed: Sequence[_Parsed | Rejection | Exception],
-        by_key: Mapping[bytes, list[int]],
-        windows: Mapping[bytes, Any],
-        states: dict[bytes, WindowState],
-        replays: dict[bytes, WindowState],
-        touched: dict[bytes, int],
-        result: BatchResult,
-    ) -> None:
+    def _featurize(self, index: int, record: SourceRecord, item: _Parsed, context: _BatchContext) -> None:
         event, window_key, time_ms, values = item.event, item.window_key, item.time_ms, item.values
-        state = states.get(window_key)
+        state = context.states.get(window_key)
         if state is None:
-            state = states[window_key] = self._load_state(windows.get(window_key), record)
+            state = context.states[window_key] = self._load_state(context.windows.get(window_key), record)
         replayed = state.contains(record.partition, record.offset)
         if replayed:
-            scratch = replays.get(window_key)
+            scratch = context.replays.get(window_key)
             if scratch is None:
                 # The state before this record: take it and the key's later
                 # replayed records of the batch back out of a copy.
-                scratch = replays[window_key] = state.copy()
-                for later in by_key[window_key]:
-                    other = parsed[later]
+                scratch = context.replays[window_key] = state.copy()
+                for later in context.by_key[window_key]:
+                    other = context.parsed[later]
                     if later >= index and isinstance(other, _Parsed) and state.contains(*other.source):
                         scratch.remove(other.time_ms, other.values, self.window)
             window_state = scratch
@@ -257,24 +264,24 @@ class BatchProcessor:
         features = featurize(event, self.feature_spec)
         features.update(window_features(window_state, time_ms, values, self.window))
         key_value = event.get(self.key_field)
-        vector = {
-            "key": None if key_value is None else str(key_value),
-            "event_id": str(event.get(EVENT_ID_FIELD) or f"{record.topic}-{record.partition}-{record.offset}"),
-            "event_time": time_ms,
-            "features": features,
-            "label": event.get(self.label_field),
-            "source_topic": record.topic,
-            "source_partition": record.partition,
-            "source_offset": record.offset,
-        }
-        value = self.feature_serde.encode(vector)  # may raise: quarantined by the caller
+        vector = FeatureVector(
+            key=None if key_value is None else str(key_value),
+            event_id=str(event.get(EVENT_ID_FIELD) or f"{record.topic}-{record.partition}-{record.offset}"),
+            event_time=time_ms,
+            features=features,
+            label=event.get(self.label_field),
+            source_topic=record.topic,
+            source_partition=record.partition,
+            source_offset=record.offset,
+        )
+        value = self.feature_codec.encode(vector)  # may raise: quarantined by the caller
         if replayed:
             window_state.add(time_ms, values, self.window)  # back into the scratch copy only
         # Only an event that made it out is counted in its key's window.
         elif state.add(time_ms, values, self.window, (record.partition, record.offset)):
-            touched[window_key] = record.partition
+            context.touched[window_key] = record.partition
         partition = record.partition if record.partition < self.features_partitions else None
-        result.features.append(OutputRecord(record.key, value, list(self._feature_headers), partition, record))
+        context.result.features.append(OutputRecord(record.key, value, list(self._feature_headers), partition, record))
 
     def _load_state(self, raw: Any, record: SourceRecord) -> WindowState:
         try:

@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from streamml.errors import ConfigError
+from streamml.records import DEMO_EVENTS_SCHEMA_PATH
 
 __all__ = ["Secret", "Settings", "load_settings", "ENV_PREFIX", "DEMO_SCHEMA_PATH"]
 
 ENV_PREFIX = "STREAMML_"
 #: Variables under this prefix belong to the test suite, not to the settings.
 _IGNORED_PREFIXES = ("STREAMML_TEST_",)
-DEMO_SCHEMA_PATH = Path(__file__).parent / "schemas" / "events_demo.avsc"
+DEMO_SCHEMA_PATH = DEMO_EVENTS_SCHEMA_PATH
 
 
 class Secret:
@@ -103,10 +104,10 @@ class Settings:
     #: Where the embedded broker keeps its pid file and log.
     home: Path = field(default_factory=lambda: Path.home() / ".streamml")
     #: Consumer session timeout; short, because the embedded broker makes a
-    #: first group join wait about half of it (BROKER-NOTES quirk 2).
+    #: first group join wait about half of it (docs/embedded-broker.md#first-group-join).
     session_timeout_ms: int = 6000
     #: Longest a fetch waits for data; low so model updates travel fast
-    #: (BROKER-NOTES quirk 3).
+    #: (docs/embedded-broker.md#fetch-wait).
     fetch_wait_max_ms: int = 10
     log_level: str = "WARNING"
 
@@ -118,7 +119,9 @@ class Settings:
     def __repr__(self) -> str:
         # dataclass repr would be fine (Secret masks itself) but this keeps logs short.
         shown = ", ".join(
-            f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self) if getattr(self, f.name) != f.default
+            f"{f.name}={getattr(self, f.name)!r}"
+            for f in dataclasses.fields(self)
+            if getattr(self, f.name) != f.default
         )
         return f"Settings({shown})"
 

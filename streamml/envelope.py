@@ -14,6 +14,12 @@ envelope, and a consumer deserializes the payload only after:
 4. the writer's Python and model-library versions, which the envelope must
    state, match this process's (major.minor), unless the caller allows a
    mismatch.
+
+This module is the one owner of that decision: :func:`assess` checks an
+envelope once against a :class:`TrustPolicy` and returns a :class:`Verdict`
+that the registry, the publisher, the subscriber and the serving slot all act
+on, and :func:`load_model` deserializes only an acceptable verdict's payload.
+The size limit lives here too (:func:`encode_envelope` with ``max_bytes``).
 """
 
 from __future__ import annotations
@@ -32,16 +38,22 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
-from streamml.errors import EnvelopeError, ModelTooLargeError
-from streamml.serde import AvroSerde, DecodeError, Headers, bundled_schema
+from streamml.config import Settings
+from streamml.errors import DecodeError, EnvelopeError, ModelTooLargeError
+from streamml.records import MODEL_ENVELOPE_SCHEMA
+from streamml.serde import AvroSerde, Headers, bundled_schema
 
 __all__ = [
     "ENVELOPE_VERSION",
     "SUPPORTED_FORMATS",
     "ModelEnvelope",
+    "TrustPolicy",
+    "Verdict",
     "seal",
     "encode_envelope",
     "decode_envelope",
+    "assess",
+    "load_model",
     "verify",
     "open_envelope",
     "runtime_info",
@@ -60,7 +72,7 @@ _serde: AvroSerde | None = None
 def _envelope_serde() -> AvroSerde:
     global _serde
     if _serde is None:
-        _serde = AvroSerde(bundled_schema("model_envelope.avsc"))
+        _serde = AvroSerde(bundled_schema(MODEL_ENVELOPE_SCHEMA))
     return _serde
 
 
@@ -102,7 +114,7 @@ class ModelEnvelope:
         }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _runtime_info(flavor: str) -> tuple[tuple[str, str], ...]:
     # importlib.metadata reads files on every call; versions do not change at runtime.
     info = {"python": platform.python_version()}
@@ -185,17 +197,16 @@ def seal(
     if signing_key:
         envelope = dataclasses.replace(envelope, signature=_sign(signing_key, _signed_bytes(envelope)))
     if max_bytes is not None:
-        size = len(encode_envelope(envelope))
-        if size > max_bytes:
-            raise ModelTooLargeError(
-                f"model {model_name} v{version} is {size} bytes, over the {max_bytes}-byte limit "
-                "(STREAMML_MAX_MODEL_BYTES; Apache Kafka's default message.max.bytes is about 1 MB)"
-            )
+        encode_envelope(envelope, max_bytes=max_bytes)
     return envelope
 
 
-def encode_envelope(envelope: ModelEnvelope) -> bytes:
-    """Encode an envelope as Avro (send it with ``envelope_headers()``)."""
+def encode_envelope(envelope: ModelEnvelope, *, max_bytes: int | None = None) -> bytes:
+    """Encode an envelope as Avro (send it with ``envelope_headers()``).
+
+    With ``max_bytes``, raise :class:`ModelTooLargeError` when the encoded
+    record is larger: the one place the models topic's size limit is checked.
+    """
     record = envelope.summary()
     for derived in ("signed", "payload_bytes"):
         record.pop(derived)
@@ -204,7 +215,12 @@ def encode_envelope(envelope: ModelEnvelope) -> bytes:
         signature=envelope.signature,
         payload=envelope.payload,
     )
-    return _envelope_serde().encode(record)
+    value = _envelope_serde().encode(record)
+    if max_bytes is not None and len(value) > max_bytes:
+        raise ModelTooLargeError(
+            model_name=envelope.model_name, version=envelope.version, size=len(value), limit=max_bytes
+        )
+    return value
 
 
 def envelope_headers() -> list[tuple[str, bytes]]:
@@ -221,49 +237,115 @@ def decode_envelope(value: bytes | None, headers: Headers) -> ModelEnvelope:
     return ModelEnvelope(**record)
 
 
-def verify(envelope: ModelEnvelope, *, signing_key: str | None = None, allow_runtime_mismatch: bool = False) -> None:
-    """Check format, checksum, signature and runtime; raise EnvelopeError with the reason."""
+@dataclass(frozen=True)
+class TrustPolicy:
+    """What a reader of the models topic requires of an envelope before it loads it.
+
+    ``signing_key`` set: only envelopes signed with it are authentic.
+    ``allow_runtime_mismatch``: load payloads written by another Python or
+    model-library minor version (unsafe for pickles; for tests and migrations).
+    """
+
+    signing_key: str | None = field(default=None, repr=False)
+    allow_runtime_mismatch: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, allow_runtime_mismatch: bool = False) -> TrustPolicy:
+        key = settings.model_signing_key.get() if settings.model_signing_key else None
+        return cls(signing_key=key, allow_runtime_mismatch=allow_runtime_mismatch)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of checking one envelope against a :class:`TrustPolicy`.
+
+    ``authentic``: the envelope is well formed and its checksum and signature
+    hold, whatever runtime wrote it; only authentic versions count in the
+    version sequence. ``acceptable``: authentic and loadable by this process
+    (runtime versions match, or the policy allows a mismatch). ``reason``
+    says why it is not acceptable (``None`` when it is).
+    """
+
+    envelope: ModelEnvelope = field(repr=False)
+    authentic: bool
+    acceptable: bool
+    reason: str | None
+
+    @property
+    def version(self) -> int:
+        return self.envelope.version
+
+    @property
+    def model_name(self) -> str:
+        return self.envelope.model_name
+
+
+def assess(envelope: ModelEnvelope, policy: TrustPolicy) -> Verdict:
+    """Check format, checksum, signature and runtime once; never deserializes the payload."""
+    problem = _authenticity_problem(envelope, policy.signing_key)
+    if problem is not None:
+        return Verdict(envelope, authentic=False, acceptable=False, reason=problem)
+    if not policy.allow_runtime_mismatch:
+        problem = _runtime_problem(envelope)
+        if problem is not None:
+            return Verdict(envelope, authentic=True, acceptable=False, reason=problem)
+    return Verdict(envelope, authentic=True, acceptable=True, reason=None)
+
+
+def _authenticity_problem(envelope: ModelEnvelope, signing_key: str | None) -> str | None:
     name = f"{envelope.model_name} v{envelope.version}"
     if envelope.envelope_version != ENVELOPE_VERSION:
-        raise EnvelopeError(f"{name}: envelope version {envelope.envelope_version} is not supported")
+        return f"{name}: envelope version {envelope.envelope_version} is not supported"
     if envelope.format not in SUPPORTED_FORMATS:
-        raise EnvelopeError(f"{name}: payload format {envelope.format!r} is not supported")
+        return f"{name}: payload format {envelope.format!r} is not supported"
     if envelope.flavor not in _FLAVOR_PACKAGES:
-        raise EnvelopeError(f"{name}: model flavor {envelope.flavor!r} is not supported")
+        return f"{name}: model flavor {envelope.flavor!r} is not supported"
     # Avro strings may hold any Unicode, and hmac.compare_digest raises TypeError
     # on non-ASCII str: check the shape first, then compare bytes.
     if not _is_hex_digest(envelope.sha256):
-        raise EnvelopeError(f"{name}: sha256 {envelope.sha256[:16]!r} is not 64 lowercase hex digits")
+        return f"{name}: sha256 {envelope.sha256[:16]!r} is not 64 lowercase hex digits"
     if envelope.signature is not None and not _is_hex_digest(envelope.signature):
-        raise EnvelopeError(f"{name}: signature {envelope.signature[:16]!r} is not 64 lowercase hex digits")
+        return f"{name}: signature {envelope.signature[:16]!r} is not 64 lowercase hex digits"
     actual = hashlib.sha256(envelope.payload).hexdigest()
     if not hmac.compare_digest(actual.encode("ascii"), envelope.sha256.encode("ascii")):
-        raise EnvelopeError(f"{name}: payload sha256 {actual[:12]}… does not match the envelope's {envelope.sha256[:12]}…")
+        return f"{name}: payload sha256 {actual[:12]}… does not match the envelope's {envelope.sha256[:12]}…"
     if signing_key:
         if envelope.signature is None:
-            raise EnvelopeError(f"{name}: envelope is not signed and a signing key is configured")
+            return f"{name}: envelope is not signed and a signing key is configured"
         expected = _sign(signing_key, _signed_bytes(envelope))
         if not hmac.compare_digest(expected.encode("ascii"), envelope.signature.encode("ascii")):
-            raise EnvelopeError(f"{name}: signature does not match (wrong key or tampered envelope)")
-    if not allow_runtime_mismatch:
-        here = runtime_info(envelope.flavor)
-        # Loop over what this process requires, not over what the envelope
-        # chose to declare: an envelope that omits a version is refused.
-        for package in ("python", _FLAVOR_PACKAGES[envelope.flavor]):
-            theirs = envelope.runtime.get(package)
-            ours = here.get(package)
-            if theirs is None:
-                raise EnvelopeError(
-                    f"{name}: envelope does not say which {package} version wrote it; "
-                    "pickled models are not portable across versions"
-                )
-            if ours is None:
-                raise EnvelopeError(f"{name}: written with {package} {theirs}, which is not installed here")
-            if _minor(ours) != _minor(theirs):
-                raise EnvelopeError(
-                    f"{name}: written with {package} {theirs}, this process has {ours}; "
-                    "pickled models are not portable across versions"
-                )
+            return f"{name}: signature does not match (wrong key or tampered envelope)"
+    return None
+
+
+def _runtime_problem(envelope: ModelEnvelope) -> str | None:
+    name = f"{envelope.model_name} v{envelope.version}"
+    here = runtime_info(envelope.flavor)
+    # Loop over what this process requires, not over what the envelope chose
+    # to declare: an envelope that omits a version is refused.
+    for package in ("python", _FLAVOR_PACKAGES[envelope.flavor]):
+        theirs = envelope.runtime.get(package)
+        ours = here.get(package)
+        if theirs is None:
+            return (
+                f"{name}: envelope does not say which {package} version wrote it; "
+                "pickled models are not portable across versions"
+            )
+        if ours is None:
+            return f"{name}: written with {package} {theirs}, which is not installed here"
+        if _minor(ours) != _minor(theirs):
+            return (
+                f"{name}: written with {package} {theirs}, this process has {ours}; "
+                "pickled models are not portable across versions"
+            )
+    return None
+
+
+def verify(envelope: ModelEnvelope, *, signing_key: str | None = None, allow_runtime_mismatch: bool = False) -> None:
+    """Raise :class:`EnvelopeError` with the reason unless the envelope is acceptable (see :func:`assess`)."""
+    verdict = assess(envelope, TrustPolicy(signing_key, allow_runtime_mismatch))
+    if not verdict.acceptable:
+        raise EnvelopeError(verdict.reason or "envelope refused")
 
 
 def _is_hex_digest(value: object) -> bool:
@@ -274,16 +356,18 @@ def _minor(version: str) -> tuple[str, ...]:
     return tuple(version.split(".")[:2])
 
 
-def open_envelope(
-    envelope: ModelEnvelope, *, signing_key: str | None = None, allow_runtime_mismatch: bool = False
-) -> Any:
-    """Verify the envelope, then deserialize and return its model.
+def load_model(verdict: Verdict) -> Any:
+    """Deserialize the payload of an acceptable verdict and return its model.
 
-    The model must have ``predict_one``; anything else is refused.
+    Raises :class:`EnvelopeError` for a verdict that is not acceptable (the
+    payload is never touched then), a payload that does not load, or a model
+    without ``predict_one``.
     """
-    verify(envelope, signing_key=signing_key, allow_runtime_mismatch=allow_runtime_mismatch)
+    envelope = verdict.envelope
+    if not verdict.acceptable:
+        raise EnvelopeError(verdict.reason or f"{envelope.model_name} v{envelope.version}: refused")
     try:
-        model = pickle.loads(envelope.payload)  # noqa: S301 - verified above
+        model = pickle.loads(envelope.payload)  # noqa: S301 - checksum and signature verified by assess()
     except Exception as exc:
         raise EnvelopeError(f"{envelope.model_name} v{envelope.version}: payload does not load: {exc}") from exc
     if not callable(getattr(model, "predict_one", None)):
@@ -291,3 +375,10 @@ def open_envelope(
             f"{envelope.model_name} v{envelope.version}: {envelope.model_class} has no predict_one()"
         )
     return model
+
+
+def open_envelope(
+    envelope: ModelEnvelope, *, signing_key: str | None = None, allow_runtime_mismatch: bool = False
+) -> Any:
+    """Assess the envelope, then deserialize and return its model (see :func:`load_model`)."""
+    return load_model(assess(envelope, TrustPolicy(signing_key, allow_runtime_mismatch)))

@@ -10,7 +10,8 @@ clear line::
     ├── KafkaClientError         a Kafka client call failed (translated from librdkafka)
     ├── SchemaError              an Avro schema or data contract cannot be loaded
     ├── SerializationError       a record cannot be encoded or decoded
-    │   └── RecordError          one input row does not fit the schema (row, field)
+    │   ├── RecordError          one input row does not fit the schema (row, field)
+    │   └── DecodeError          a record value cannot be decoded (rule, for dead letters)
     ├── EnvelopeError            a model envelope cannot be trusted or loaded
     │   └── ModelTooLargeError   an envelope is over the topic's message size limit
     ├── ModelNotReadyError       a prediction was asked for before any model was loaded
@@ -31,6 +32,7 @@ __all__ = [
     "SchemaError",
     "SerializationError",
     "RecordError",
+    "DecodeError",
     "EnvelopeError",
     "ModelTooLargeError",
     "ModelNotReadyError",
@@ -94,12 +96,35 @@ class RecordError(SerializationError):
         self.reason = message
 
 
+class DecodeError(SerializationError):
+    """A record value cannot be decoded; ``rule`` names why, for the dead-letter reason."""
+
+    def __init__(self, message: str, *, rule: str) -> None:
+        super().__init__(message)
+        self.rule = rule
+
+
 class EnvelopeError(StreamMLError):
     """A model envelope fails verification (checksum, signature, format, runtime)."""
 
 
 class ModelTooLargeError(EnvelopeError):
-    """An envelope is larger than the models topic accepts."""
+    """An envelope is larger than the models topic accepts.
+
+    ``model_name`` and ``version`` name the envelope, ``size`` is its encoded
+    size and ``limit`` the limit it broke, both in bytes.
+    """
+
+    def __init__(self, *, model_name: str, version: int, size: int, limit: int, advice: str | None = None) -> None:
+        message = (
+            f"model {model_name} v{version} is {size} bytes, over the {limit}-byte limit "
+            "(STREAMML_MAX_MODEL_BYTES; Apache Kafka's default message.max.bytes is about 1 MB)"
+        )
+        super().__init__(f"{message}; {advice}" if advice else message)
+        self.model_name = model_name
+        self.version = version
+        self.size = size
+        self.limit = limit
 
 
 class ModelNotReadyError(StreamMLError):

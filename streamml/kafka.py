@@ -8,16 +8,14 @@ configured from the same :class:`~streamml.config.Settings` here.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from streamml.config import Settings
-from streamml.errors import BrokerError, KafkaClientError
-from streamml.topics import TopicSpec
+from streamml.errors import DecodeError, KafkaClientError
 
 __all__ = [
     "connection_config",
@@ -26,12 +24,19 @@ __all__ = [
     "make_admin",
     "faust_broker_url",
     "faust_broker_credentials",
-    "wait_for_broker",
-    "create_topics",
-    "describe_topics",
     "format_record",
     "describe_error",
+    "produce",
+    "Deliveries",
+    "decoded",
+    "store_offsets",
 ]
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+#: How long one wait for queue space lasts when librdkafka's local queue is full.
+QUEUE_FULL_WAIT = 0.5
 
 logger = logging.getLogger(__name__)
 
@@ -131,105 +136,121 @@ def faust_broker_credentials(settings: Settings) -> Any:
     )
 
 
-def wait_for_broker(settings: Settings, timeout: float = 30.0) -> None:
-    """Block until the cluster answers a metadata request, or raise BrokerError."""
-    # A probe expects refused connections; librdkafka's log line for each is noise.
-    try:
-        admin = AdminClient({**connection_config(settings), "log_level": 0})
-    except KafkaException as exc:
-        raise KafkaClientError(f"cannot create admin client: {describe_error(exc)}") from exc
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            admin.list_topics(timeout=min(2.0, max(0.1, deadline - time.monotonic())))
-            return
-        except KafkaException as exc:
-            last = exc
-    raise BrokerError(
-        f"no Kafka broker answered at {settings.bootstrap_servers} within {timeout:g}s"
-        + (f" ({describe_error(last)})" if last else "")
-        + "; start one with 'streamml broker start' or set STREAMML_BOOTSTRAP_SERVERS"
-    )
-
-
 def describe_error(exc: BaseException) -> str:
     """Return librdkafka's own message for a KafkaException, without the repr around it."""
     error = exc.args[0] if exc.args else exc
     return error.str() if isinstance(error, KafkaError) else str(error)
 
 
-def describe_topics(settings: Settings, names: Iterable[str], timeout: float = 10.0) -> dict[str, int]:
-    """Return ``{topic: partition count}`` for those of ``names`` that exist."""
-    wanted = set(names)
-    try:
-        metadata = make_admin(settings).list_topics(timeout=timeout)
-    except KafkaException as exc:
-        raise KafkaClientError(f"cannot read cluster metadata: {describe_error(exc)}") from exc
-    return {
-        name: len(meta.partitions)
-        for name, meta in metadata.topics.items()
-        if name in wanted and meta.error is None
-    }
-
-
-def create_topics(settings: Settings, specs: Iterable[TopicSpec], timeout: float = 30.0) -> dict[str, str]:
-    """Create topics idempotently and wait until metadata shows all of them.
-
-    Returns ``{topic: "created" | "exists"}``. An existing topic with a
-    different partition count is reported, not changed.
-    """
-    specs = list(specs)
-    admin = make_admin(settings)
-    existing = describe_topics(settings, [s.name for s in specs], timeout=timeout)
-    outcome: dict[str, str] = {}
-    new = []
-    for spec in specs:
-        if spec.name in existing:
-            outcome[spec.name] = "exists"
-            if existing[spec.name] != spec.partitions:
-                logger.warning(
-                    "topic %s exists with %d partitions, expected %d; left unchanged",
-                    spec.name,
-                    existing[spec.name],
-                    spec.partitions,
-                )
-        else:
-            new.append(
-                NewTopic(
-                    spec.name,
-                    num_partitions=spec.partitions,
-                    replication_factor=settings.replication_factor,
-                    config=dict(spec.config),
-                )
-            )
-    if new:
-        futures = admin.create_topics(new, request_timeout=timeout)
-        for name, future in futures.items():
-            try:
-                future.result()
-                outcome[name] = "created"
-            except KafkaException as exc:
-                error = exc.args[0]
-                if isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
-                    outcome[name] = "exists"  # created concurrently by another process
-                else:
-                    raise KafkaClientError(f"cannot create topic {name}: {error}") from exc
-    # Creation is asynchronous on the broker; wait until every topic is visible
-    # so the first produce does not race the metadata.
-    deadline = time.monotonic() + timeout
-    names = [s.name for s in specs]
-    while True:
-        visible = describe_topics(settings, names, timeout=timeout)
-        if len(visible) == len(names):
-            break
-        if time.monotonic() > deadline:
-            missing = sorted(set(names) - set(visible))
-            raise KafkaClientError(f"topics not visible after {timeout:g}s: {', '.join(missing)}")
-        time.sleep(0.05)  # polling metadata; the condition is re-checked each turn
-    return {s.name: outcome[s.name] for s in specs}
-
 
 def format_record(topic: str, partition: int, offset: int) -> str:
     """Format a record position the way every log line names it."""
     return f"{topic}[{partition}]@{offset}"
+
+
+DeliveryCallback = Callable[[KafkaError | None, Message], None]
+
+
+def produce(
+    producer: Producer,
+    topic: str,
+    value: bytes | None,
+    *,
+    key: bytes | None = None,
+    headers: Sequence[tuple[str, bytes | None]] | None = None,
+    partition: int | None = None,
+    on_delivery: DeliveryCallback | None = None,
+) -> None:
+    """Queue one record, waiting for queue space when the local queue is full.
+
+    Back-pressure: on ``BufferError`` it serves delivery reports to make
+    room and retries (librdkafka expires stuck records after
+    ``message.timeout.ms``, so this cannot wait forever); afterwards it serves
+    pending reports without waiting. Raises :class:`KafkaClientError` when
+    the client refuses the record.
+    """
+    kwargs: dict[str, Any] = {"key": key, "value": value, "on_delivery": on_delivery}
+    if headers is not None:
+        kwargs["headers"] = list(headers)
+    if partition is not None:
+        kwargs["partition"] = partition
+    while True:
+        try:
+            producer.produce(topic, **kwargs)
+            break
+        except BufferError:
+            logger.debug("producer queue full; waiting for deliveries")
+            producer.poll(QUEUE_FULL_WAIT)
+        except KafkaException as exc:
+            raise KafkaClientError(f"cannot produce to {topic}: {describe_error(exc)}") from exc
+    producer.poll(0)
+
+
+class Deliveries:
+    """Delivery reports of the records produced with it as ``on_delivery``.
+
+    ``wait()`` flushes the producer and raises unless every record was
+    acknowledged, so a caller stores input offsets only after its output is
+    safe.
+    """
+
+    def __init__(self) -> None:
+        self.delivered = 0
+        self.failures: list[str] = []
+
+    def __call__(self, err: KafkaError | None, msg: Message) -> None:
+        if err is None:
+            self.delivered += 1
+        else:
+            self.failures.append(f"{msg.topic()}[{msg.partition()}]: {err.str()}")
+
+    def wait(self, producer: Producer, timeout: float, what: str) -> None:
+        """Flush; raise :class:`KafkaClientError` if ``what`` was not all acknowledged in ``timeout``."""
+        remaining = producer.flush(timeout)
+        if self.failures:
+            raise KafkaClientError(f"{what} not delivered to {self.failures[0]}")
+        if remaining:
+            raise KafkaClientError(f"{what}: {remaining} record(s) not acknowledged within {timeout:g}s")
+
+
+class _Decoder(Protocol[T_co]):
+    def decode(self, value: bytes | None, headers: Any = None) -> T_co: ...
+
+
+def decoded(
+    messages: Iterable[Message],
+    decoder: _Decoder[T],
+    *,
+    on_skip: Callable[[Message, DecodeError], None],
+) -> Iterator[tuple[Message, T]]:
+    """Yield ``(message, record)`` for each message of a batch that decodes.
+
+    Consumer errors (messages that carry no record) are logged and dropped;
+    an undecodable record is handed to ``on_skip`` (which counts it, advances
+    past it, logs its position) and never stops the loop.
+    """
+    for message in messages:
+        error = message.error()
+        if error is not None:
+            logger.warning("consumer error on %s: %s", message.topic(), error)
+            continue
+        try:
+            record = decoder.decode(message.value(), message.headers())
+        except DecodeError as exc:
+            on_skip(message, exc)
+            continue
+        yield message, record
+
+
+def store_offsets(consumer: Consumer, topic: str, offsets: Mapping[int, int]) -> None:
+    """Store ``{partition: next offset}`` of ``topic`` for the consumer's next commit.
+
+    Offsets of partitions revoked meanwhile cannot be stored: their next
+    owner replays from the last commit, which at-least-once allows.
+    """
+    if not offsets:
+        return
+    try:
+        consumer.store_offsets(offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()])
+    except KafkaException as exc:
+        logger.warning("cannot store offsets of %s %s: %s", topic, dict(offsets), describe_error(exc))

@@ -4,25 +4,24 @@ Lag is ``log-end offset - committed offset``. The log-end offset is taken from
 the high watermark a *fetch response* carries, because a ``ListOffsets``
 request (what ``get_watermark_offsets()`` and ``AdminClient.list_offsets()``
 send) returns the base offset of the last batch + 1 on the embedded Tansu
-broker (BROKER-NOTES quirk 1). On Apache Kafka both agree, and the larger of
+broker (``docs/embedded-broker.md#list-offsets``). On Apache Kafka both agree, and the larger of
 the two is used, so the answer is right on both.
 """
 
 from __future__ import annotations
 
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 from confluent_kafka import OFFSET_BEGINNING, ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 
-from streamml.config import Settings
+from streamml.cluster import Cluster
 from streamml.errors import KafkaClientError
-from streamml.kafka import describe_error, make_admin, make_consumer
+from streamml.kafka import describe_error
 
-__all__ = ["PartitionLag", "GroupLag", "watermarks", "log_end_offsets", "partition_lag", "consumer_lag", "list_groups"]
+__all__ = ["PartitionLag", "GroupLag", "watermarks", "log_end_offsets", "partition_lag", "consumer_lag", "pipeline_lag"]
 
 
 @dataclass(frozen=True)
@@ -53,7 +52,7 @@ class GroupLag:
 
 
 def watermarks(
-    settings: Settings, partitions: Iterable[tuple[str, int]], *, timeout: float = 10.0
+    cluster: Cluster, partitions: Iterable[tuple[str, int]], *, timeout: float = 10.0
 ) -> dict[tuple[str, int], tuple[int, int]]:
     """Return ``(log-start, log-end)`` offsets of each ``(topic, partition)``.
 
@@ -66,11 +65,7 @@ def watermarks(
     wanted = sorted(set(partitions))
     if not wanted:
         return {}
-    consumer = make_consumer(
-        settings,
-        f"streamml.lag-probe.{uuid.uuid4().hex}",
-        **{"enable.auto.commit": False, "max.partition.fetch.bytes": 1, "fetch.wait.max.ms": 10},
-    )
+    consumer = cluster.consumer("lag-probe", **{"max.partition.fetch.bytes": 1})
     fetched: dict[tuple[str, int], int] = {}
     marks: dict[tuple[str, int], tuple[int, int]] = {}
     try:
@@ -100,16 +95,17 @@ def watermarks(
 
 
 def log_end_offsets(
-    settings: Settings, partitions: Iterable[tuple[str, int]], *, timeout: float = 10.0
+    cluster: Cluster, partitions: Iterable[tuple[str, int]], *, timeout: float = 10.0
 ) -> dict[tuple[str, int], int]:
     """Return the true log-end offset of each ``(topic, partition)`` (see :func:`watermarks`)."""
-    return {tp: high for tp, (_, high) in watermarks(settings, partitions, timeout=timeout).items()}
+    return {tp: high for tp, (_, high) in watermarks(cluster, partitions, timeout=timeout).items()}
 
 
-def _committed(settings: Settings, group: str, timeout: float) -> dict[tuple[str, int], int | None]:
-    admin = make_admin(settings)
+def _committed(cluster: Cluster, group: str, timeout: float) -> dict[tuple[str, int], int | None]:
     try:
-        futures = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)], request_timeout=timeout)
+        futures = cluster.admin.list_consumer_group_offsets(
+            [ConsumerGroupTopicPartitions(group)], request_timeout=timeout
+        )
         result = futures[group].result()
     except KafkaException as exc:
         raise KafkaClientError(f"cannot read committed offsets of group {group}: {describe_error(exc)}") from exc
@@ -118,22 +114,6 @@ def _committed(settings: Settings, group: str, timeout: float) -> dict[tuple[str
         committed[(tp.topic, tp.partition)] = tp.offset if tp.offset >= 0 else None
     return committed
 
-
-def _partition_counts(settings: Settings, topics: Iterable[str], timeout: float) -> dict[str, int]:
-    try:
-        metadata = make_admin(settings).list_topics(timeout=timeout)
-    except KafkaException as exc:
-        raise KafkaClientError(f"cannot read cluster metadata: {describe_error(exc)}") from exc
-    return {t: len(metadata.topics[t].partitions) for t in topics if t in metadata.topics}
-
-
-def list_groups(settings: Settings, timeout: float = 10.0) -> list[str]:
-    """Return the ids of all consumer groups the cluster knows."""
-    try:
-        result = make_admin(settings).list_consumer_groups(request_timeout=timeout).result()
-    except KafkaException as exc:
-        raise KafkaClientError(f"cannot list consumer groups: {describe_error(exc)}") from exc
-    return sorted(g.group_id for g in result.valid)
 
 
 def partition_lag(committed: int | None, log_start: int, log_end: int) -> int:
@@ -148,7 +128,7 @@ def partition_lag(committed: int | None, log_start: int, log_end: int) -> int:
 
 
 def consumer_lag(
-    settings: Settings,
+    cluster: Cluster,
     groups: Iterable[str],
     *,
     topics: dict[str, list[str]] | None = None,
@@ -163,18 +143,18 @@ def consumer_lag(
     per_group: dict[str, dict[tuple[str, int], int | None]] = {}
     needed_topics: set[str] = set()
     for group in groups:
-        committed = _committed(settings, group, timeout)
+        committed = _committed(cluster, group, timeout)
         group_topics = {t for t, _ in committed} | set((topics or {}).get(group, []))
         per_group[group] = committed
         needed_topics |= group_topics
-    counts = _partition_counts(settings, needed_topics, timeout)
+    counts = cluster.partition_counts(needed_topics, timeout)
     all_partitions: dict[str, list[tuple[str, int]]] = defaultdict(list)
     for group, committed in per_group.items():
         group_topics = {t for t, _ in committed} | set((topics or {}).get(group, []))
         for topic in sorted(group_topics):
             for partition in range(counts.get(topic, 0)):
                 all_partitions[group].append((topic, partition))
-    marks = watermarks(settings, [tp for tps in all_partitions.values() for tp in tps], timeout=timeout)
+    marks = watermarks(cluster, [tp for tps in all_partitions.values() for tp in tps], timeout=timeout)
     report = []
     for group, committed in per_group.items():
         rows = []
@@ -184,3 +164,21 @@ def consumer_lag(
             rows.append(PartitionLag(group, tp[0], tp[1], offset, end, partition_lag(offset, start, end)))
         report.append(GroupLag(group, rows))
     return report
+
+
+def pipeline_lag(cluster: Cluster, only: str | None = None, timeout: float = 10.0) -> list[GroupLag]:
+    """Lag of the pipeline's groups (or only ``only``), each over the topics it reads.
+
+    Besides the components' own groups, any other committing group of this
+    namespace (``<namespace>streamml.*``) is included; short-lived readers are not.
+    """
+    groups = cluster.groups
+    reads = groups.reads(cluster.topics)
+    if only:
+        names = [only]
+    else:
+        extra = [
+            g for g in cluster.list_groups(timeout) if g.startswith(groups.prefix) and not groups.is_ephemeral(g)
+        ]
+        names = sorted(set(groups.all()) | set(extra))
+    return consumer_lag(cluster, names, topics={g: reads.get(g, []) for g in names}, timeout=timeout)

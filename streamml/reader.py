@@ -2,56 +2,40 @@
 
 "The end" is the high watermark carried by fetch responses, which is right on
 every broker; ``ListOffsets`` under-reports it on the embedded broker
-(BROKER-NOTES quirk 1). Used by ``streamml models list``, the demo's monitor
+(``docs/embedded-broker.md#list-offsets``). Used by ``streamml models list``, the demo's monitor
 and the tests.
 """
 
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Iterator
+from collections.abc import Generator
 
-from confluent_kafka import OFFSET_BEGINNING, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
 
-from streamml.config import Settings
+from streamml.cluster import Cluster
 from streamml.errors import KafkaClientError
-from streamml.kafka import describe_error, make_admin, make_consumer
 
-__all__ = ["read_to_end", "partitions_of"]
-
-
-def partitions_of(settings: Settings, topic: str, timeout: float = 10.0) -> list[int]:
-    """Return the partition ids of ``topic`` (empty if it does not exist)."""
-    try:
-        metadata = make_admin(settings).list_topics(topic=topic, timeout=timeout)
-    except KafkaException as exc:
-        raise KafkaClientError(f"cannot read metadata of {topic}: {describe_error(exc)}") from exc
-    meta = metadata.topics.get(topic)
-    if meta is None or meta.error is not None:
-        return []
-    return sorted(meta.partitions)
+__all__ = ["read_to_end"]
 
 
 def read_to_end(
-    settings: Settings,
+    cluster: Cluster,
     topic: str,
     *,
     start: dict[int, int] | None = None,
     timeout: float = 30.0,
-) -> Iterator[Message]:
+) -> Generator[Message, None, None]:
     """Yield every record of ``topic`` from ``start`` (default: the beginning) to the end.
 
     The end is fixed by the first fetch response of each partition, so records
     produced while reading may or may not be included. Raises
     :class:`KafkaClientError` if the end is not reached within ``timeout``.
     """
-    parts = partitions_of(settings, topic)
+    parts = cluster.partitions(topic)
     if not parts:
         return
-    consumer = make_consumer(
-        settings, f"streamml.reader.{uuid.uuid4().hex}", **{"enable.auto.commit": False, "fetch.wait.max.ms": 10}
-    )
+    consumer = cluster.consumer("reader")
     try:
         offsets = {p: (start or {}).get(p, OFFSET_BEGINNING) for p in parts}
         consumer.assign([TopicPartition(topic, p, o) for p, o in offsets.items()])
@@ -62,7 +46,9 @@ def read_to_end(
             for message in consumer.consume(500, timeout=0.05):
                 if message.error():
                     continue
-                positions[message.partition()] = message.offset() + 1
+                partition, offset = message.partition(), message.offset()
+                assert partition is not None and offset is not None  # set on every consumed record
+                positions[partition] = offset + 1
                 yield message
             for p in parts:
                 if p not in ends:

@@ -14,12 +14,11 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from streamml.config import Settings
-from streamml.envelope import ModelEnvelope, decode_envelope, verify
+from streamml.cluster import Cluster
+from streamml.envelope import ModelEnvelope, TrustPolicy, Verdict, assess, decode_envelope
 from streamml.errors import EnvelopeError
 from streamml.kafka import format_record
 from streamml.reader import read_to_end
-from streamml.topics import Topics
 
 __all__ = ["VersionRecord", "classify", "read_versions", "next_version", "newest_authentic"]
 
@@ -45,6 +44,8 @@ class VersionRecord:
     reason: str | None
     authentic: bool
     envelope: ModelEnvelope | None = field(default=None, repr=False, compare=False)
+    #: The envelope's verdict (``None`` when the record is not an envelope).
+    verdict: Verdict | None = field(default=None, repr=False, compare=False)
 
     @property
     def status(self) -> str:
@@ -64,51 +65,43 @@ class VersionRecord:
         }
 
 
-def _signing_key(settings: Settings) -> str | None:
-    return settings.model_signing_key.get() if settings.model_signing_key else None
-
-
-def classify(offset: int, key: bytes | None, value: bytes | None, headers: Any, settings: Settings) -> VersionRecord:
-    """Decode and check one models-topic record without unpickling its payload."""
+def classify(offset: int, key: bytes | None, value: bytes | None, headers: Any, policy: TrustPolicy) -> VersionRecord:
+    """Decode and assess one models-topic record without unpickling its payload."""
     key_name = key.decode("utf-8", errors="replace") if key is not None else None
     try:
         envelope = decode_envelope(value, headers)
     except EnvelopeError as exc:
         return VersionRecord(offset, key_name, None, None, str(exc), authentic=False)
-    signing_key = _signing_key(settings)
-    authentic = True
-    reason = None
-    try:
-        verify(envelope, signing_key=signing_key, allow_runtime_mismatch=True)
-    except EnvelopeError as exc:
-        authentic = False
-        reason = str(exc)
-    if reason is None:
-        try:
-            verify(envelope, signing_key=signing_key)
-        except EnvelopeError as exc:
-            reason = str(exc)
+    verdict = assess(envelope, policy)
     return VersionRecord(
-        offset, envelope.model_name, envelope.version, envelope.summary(), reason, authentic, envelope
+        offset, envelope.model_name, envelope.version, envelope.summary(), verdict.reason, verdict.authentic,
+        envelope, verdict,
     )
 
 
-def read_versions(settings: Settings, *, model_name: str | None = None, timeout: float = 30.0) -> list[VersionRecord]:
+def read_versions(
+    cluster: Cluster,
+    *,
+    model_name: str | None = None,
+    policy: TrustPolicy | None = None,
+    timeout: float = 30.0,
+) -> list[VersionRecord]:
     """Return every record of the models topic, in topic order.
 
     With ``model_name``, only that model's records are returned (an
     undecodable record is kept when its key names the model, or it has no key).
-    Payloads are checked (checksum, signature with ``settings.model_signing_key``,
-    runtime) but never deserialized. A missing models topic reads as empty.
+    Payloads are assessed with ``policy`` (default: the cluster settings'
+    signing key) but never deserialized. A missing models topic reads as empty.
     """
-    topic = Topics.from_settings(settings).models
+    topic = cluster.topics.models
+    policy = policy or TrustPolicy.from_settings(cluster.settings)
     records: list[VersionRecord] = []
-    for message in read_to_end(settings, topic, timeout=timeout):
-        record = classify(message.offset(), message.key(), message.value(), message.headers(), settings)
+    for message in read_to_end(cluster, topic, timeout=timeout):
+        partition, offset = message.partition(), message.offset()
+        assert partition is not None and offset is not None  # read_to_end yields consumed records only
+        record = classify(offset, message.key(), message.value(), message.headers(), policy)
         if record.reason is not None:
-            logger.debug(
-                "%s: %s", format_record(topic, message.partition(), message.offset()), record.reason
-            )
+            logger.debug("%s: %s", format_record(topic, partition, offset), record.reason)
         if model_name is None or record.model_name in (model_name, None):
             records.append(record)
     return records
@@ -126,5 +119,5 @@ def next_version(records: list[VersionRecord], model_name: str) -> int:
 
 def newest_authentic(records: list[VersionRecord], model_name: str) -> list[VersionRecord]:
     """Return ``model_name``'s acceptable records (``status == "ok"``), newest version first."""
-    ok = [r for r in records if r.reason is None and r.model_name == model_name and r.envelope is not None]
+    ok = [r for r in records if r.reason is None and r.model_name == model_name and r.verdict is not None]
     return sorted(ok, key=lambda r: (r.version or 0, r.offset), reverse=True)

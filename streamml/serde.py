@@ -31,7 +31,7 @@ from typing import Any
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from streamml.errors import RecordError, SchemaError, SerializationError
+from streamml.errors import DecodeError, RecordError, SchemaError
 
 __all__ = [
     "SCHEMA_HEADER",
@@ -50,14 +50,6 @@ CONTENT_TYPE_HEADER = "content-type"
 AVRO_CONTENT_TYPE = b"application/avro"
 
 Headers = Sequence[tuple[str, bytes | None]] | None
-
-
-class DecodeError(SerializationError):
-    """A record value cannot be decoded; ``rule`` names why, for the dead-letter reason."""
-
-    def __init__(self, message: str, *, rule: str) -> None:
-        super().__init__(message)
-        self.rule = rule
 
 
 @dataclass(frozen=True)
@@ -219,7 +211,9 @@ class AvroSerde:
             else:
                 record = fastavro.schemaless_reader(buffer, writer.parsed, self.reader.parsed)
         except fastavro.read.SchemaResolutionError as exc:
-            raise DecodeError(f"writer schema cannot be read as {self.reader.name}: {exc}", rule="schema_resolution") from exc
+            raise DecodeError(
+                f"writer schema cannot be read as {self.reader.name}: {exc}", rule="schema_resolution"
+            ) from exc
         except Exception as exc:  # EOFError, UnicodeDecodeError, IndexError, ...
             raise DecodeError(f"corrupt or truncated Avro: {type(exc).__name__}: {exc}", rule="undecodable") from exc
         if buffer.tell() != len(value):

@@ -6,14 +6,18 @@ second pipeline on the same cluster never collides with another.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from streamml.config import Settings
+if TYPE_CHECKING:  # only for annotations: records (imported by config) import this module
+    from streamml.config import Settings
 
 __all__ = [
     "TopicSpec",
     "Topics",
     "Groups",
+    "EPHEMERAL_PURPOSES",
     "RAW_EVENTS",
     "DEAD_LETTERS",
     "FEATURES",
@@ -69,7 +73,7 @@ class Topics:
             # One partition: versions of a model are totally ordered. Compacted on
             # real Kafka so the newest version per model survives; readers still
             # treat it as an append log (compaction is unverified on the
-            # embedded broker, BROKER-NOTES quirk 5).
+            # embedded broker, docs/embedded-broker.md#compaction).
             TopicSpec(
                 self.models,
                 1,
@@ -82,13 +86,22 @@ class Topics:
         return [self.raw_events, self.dead_letters, self.features, self.models, self.predictions]
 
 
+#: Purposes of the short-lived, never-committing consumers (``Groups.ephemeral``).
+EPHEMERAL_PURPOSES = ("reader", "lag-probe", "subscriber", "monitor")
+
+
 @dataclass(frozen=True)
 class Groups:
-    """Consumer group ids of the pipeline's components."""
+    """Consumer group ids: the components' groups and the short-lived readers' ones.
+
+    Every group id the project uses is made here, namespaced like the topics.
+    """
 
     processor: str
     learner: str
     scorer: str
+    #: ``<namespace>streamml.``: the prefix of every group id of this pipeline.
+    prefix: str = "streamml."
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Groups:
@@ -96,7 +109,27 @@ class Groups:
             processor=settings.topic("streamml.processor"),
             learner=settings.topic("streamml.learner"),
             scorer=settings.topic("streamml.scorer"),
+            prefix=settings.topic("streamml."),
         )
 
     def all(self) -> list[str]:
+        """The components' groups (those that commit offsets)."""
         return [self.processor, self.learner, self.scorer]
+
+    def reads(self, topics: Topics) -> dict[str, list[str]]:
+        """Which topics each component group consumes: what its lag is measured on."""
+        return {
+            self.processor: [topics.raw_events],
+            self.learner: [topics.features],
+            self.scorer: [topics.features],
+        }
+
+    def ephemeral(self, purpose: str) -> str:
+        """A fresh group id for a short-lived reader that never commits (one of :data:`EPHEMERAL_PURPOSES`)."""
+        if purpose not in EPHEMERAL_PURPOSES:
+            raise ValueError(f"unknown reader purpose {purpose!r}; expected one of {EPHEMERAL_PURPOSES}")
+        return f"{self.prefix}{purpose}.{uuid.uuid4().hex}"
+
+    def is_ephemeral(self, group_id: str) -> bool:
+        """Whether ``group_id`` was made by :meth:`ephemeral` (of any namespace)."""
+        return any(f"streamml.{purpose}." in group_id for purpose in EPHEMERAL_PURPOSES)

@@ -9,7 +9,9 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def eventually(condition: Callable[[], T], *, timeout: float = 30.0, interval: float = 0.05, what: str = "condition") -> T:
+def eventually(
+    condition: Callable[[], T], *, timeout: float = 30.0, interval: float = 0.05, what: str = "condition"
+) -> T:
     """Re-check ``condition`` until it returns a truthy value; fail after ``timeout`` seconds.
 
     This waits on a condition with a bounded timeout; it never stands in for one.

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from streamml.broker import EmbeddedBroker
+from streamml.cluster import Cluster
 from streamml.config import Settings, load_settings
-from streamml.kafka import create_topics
 from streamml.topics import Topics
 
 pytestmark = pytest.mark.integration
@@ -67,7 +67,7 @@ def settings(bootstrap_servers: str, tmp_path: Path) -> Settings:
 def topics(settings: Settings) -> Topics:
     """The pipeline topics of this test's namespace, created."""
     names = Topics.from_settings(settings)
-    create_topics(settings, names.specs(settings))
+    Cluster(settings).create_topics(names.specs(settings))
     return names
 
 

@@ -10,9 +10,10 @@ import pytest
 from confluent_kafka import TopicPartition
 
 from streamml.broker import EmbeddedBroker
+from streamml.cluster import Cluster
 from streamml.config import Settings
 from streamml.errors import BrokerError
-from streamml.kafka import create_topics, make_consumer, make_producer
+from streamml.kafka import make_consumer, make_producer
 from streamml.lag import consumer_lag, log_end_offsets
 from streamml.reader import read_to_end
 from streamml.topics import Topics
@@ -22,18 +23,18 @@ pytestmark = pytest.mark.integration
 
 def test_create_topics_is_idempotent(settings: Settings) -> None:
     topics = Topics.from_settings(settings)
-    first = create_topics(settings, topics.specs(settings))
-    second = create_topics(settings, topics.specs(settings))
+    first = Cluster(settings).create_topics(topics.specs(settings))
+    second = Cluster(settings).create_topics(topics.specs(settings))
     assert set(first.values()) == {"created"}
     assert set(second.values()) == {"exists"}
 
 
 def test_log_end_is_the_real_end_not_the_last_batch_base(settings: Settings, topics: Topics) -> None:
     producer = make_producer(settings)
-    for i in range(1000):  # one linger window: few batches, so ListOffsets alone would be wrong on Tansu
+    for _ in range(1000):  # one linger window: few batches, so ListOffsets alone would be wrong on Tansu
         producer.produce(topics.raw_events, value=b"x", partition=0)
     assert producer.flush(10) == 0
-    ends = log_end_offsets(settings, [(topics.raw_events, 0), (topics.raw_events, 1)])
+    ends = log_end_offsets(Cluster(settings), [(topics.raw_events, 0), (topics.raw_events, 1)])
     assert ends == {(topics.raw_events, 0): 1000, (topics.raw_events, 1): 0}
 
 
@@ -46,7 +47,7 @@ def test_lag_counts_from_the_committed_offset(settings: Settings, topics: Topics
     consumer = make_consumer(settings, group)
     consumer.commit(offsets=[TopicPartition(topics.features, 0, 60)], asynchronous=False)
     consumer.close()
-    [report] = consumer_lag(settings, [group], topics={group: [topics.features]})
+    [report] = consumer_lag(Cluster(settings), [group], topics={group: [topics.features]})
     by_partition = {row.partition: row for row in report.partitions}
     assert by_partition[0].committed == 60 and by_partition[0].lag == 40
     assert by_partition[1].committed is None and by_partition[1].lag == 100
@@ -58,9 +59,9 @@ def test_read_to_end_returns_every_record(settings: Settings, topics: Topics) ->
     for i in range(250):
         producer.produce(topics.predictions, key=str(i), value=str(i).encode())
     assert producer.flush(10) == 0
-    values = sorted(int(m.value()) for m in read_to_end(settings, topics.predictions))
+    values = sorted(int(m.value()) for m in read_to_end(Cluster(settings), topics.predictions))
     assert values == list(range(250))
-    assert list(read_to_end(settings, topics.models)) == []
+    assert list(read_to_end(Cluster(settings), topics.models)) == []
 
 
 def test_second_broker_on_a_taken_port_is_refused(bootstrap_servers: str, tmp_path: Path) -> None:
@@ -87,7 +88,7 @@ def test_broker_start_status_stop(tmp_path: Path, unused_port: int) -> None:
 def test_cli_without_a_broker_says_so_in_one_line(unused_port: int) -> None:
     port = unused_port
     result = subprocess.run(
-        [sys.executable, "-m", "streamml", "lag", "-b", f"127.0.0.1:{port}"],
+        [sys.executable, "-m", "streamml_cli", "lag", "-b", f"127.0.0.1:{port}"],
         capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
     )
     assert result.returncode == 3

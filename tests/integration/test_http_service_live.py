@@ -63,7 +63,9 @@ def test_requests_during_swaps_all_succeed_on_some_version(settings: Settings, p
                 publisher.publish(small_model(5 * n), metrics={}, n_learned=5 * n, input_offsets={})
                 assert subscriber.wait_for_version(n, timeout=30)
                 seen = len(versions)
-                eventually(lambda: len(versions) > seen + 5, timeout=30, what="requests served after the swap")
+                eventually(
+                    lambda seen=seen: len(versions) > seen + 5, timeout=30, what="requests served after the swap"
+                )
         finally:
             done.set()
             for thread in clients:
@@ -72,11 +74,13 @@ def test_requests_during_swaps_all_succeed_on_some_version(settings: Settings, p
     assert set(versions) >= {2, 3, 4, 5, 6}
 
 
-def test_serve_command_answers_and_stops_on_sigterm(settings: Settings, publisher: ModelPublisher, unused_port: int) -> None:
+def test_serve_command_answers_and_stops_on_sigterm(
+    settings: Settings, publisher: ModelPublisher, unused_port: int
+) -> None:
     publisher.publish(small_model(5), metrics={}, n_learned=5, input_offsets={})
     env = {**settings.to_env(), "PATH": ""}
     process = subprocess.Popen(
-        [sys.executable, "-m", "streamml", "serve", "--port", str(unused_port)],
+        [sys.executable, "-m", "streamml_cli", "serve", "--port", str(unused_port)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
     )
     try:

@@ -18,20 +18,22 @@ from click.testing import CliRunner
 from model_publisher.learning_loop import LearningLoop
 from model_publisher.policy import PublishPolicy
 from streamml import envelope as envelope_module
-from streamml.cli import cli
+from streamml.cluster import Cluster
 from streamml.config import Settings
 from streamml.errors import KafkaClientError, ModelTooLargeError
 from streamml.kafka import format_record, make_producer
 from streamml.lag import consumer_lag
 from streamml.reader import read_to_end
+from streamml.records import FEATURE_VECTOR_SCHEMA
 from streamml.registry import read_versions
 from streamml.serde import AvroSerde, bundled_schema
 from streamml.topics import Groups, Topics
+from streamml_cli import cli
 from tests.conftest import eventually
 
 pytestmark = pytest.mark.integration
 
-FEATURES = AvroSerde(bundled_schema("feature_vector.avsc"))
+FEATURES = AvroSerde(bundled_schema(FEATURE_VECTOR_SCHEMA))
 
 
 def produce_features(settings: Settings, topics: Topics, n: int, *, unlabeled_every: int = 0, seed: int = 1) -> None:
@@ -76,9 +78,9 @@ def test_learner_publishes_increasing_versions_with_metrics(settings: Settings, 
     assert {"accuracy", "rolling_accuracy", "n_learned"} <= set(last.metrics)
     assert last.metrics["accuracy"] > 0.85 and last.metrics["rolling_accuracy"] > 0.85
     assert sum(published[0].input_offsets.values()) < sum(last.input_offsets.values()) <= 2201
-    assert [r.version for r in read_versions(settings)] == versions
+    assert [r.version for r in read_versions(Cluster(settings))] == versions
     # Offsets were committed for what the published model learned: no lag left.
-    [lag] = consumer_lag(settings, [Groups.from_settings(settings).learner], topics={})
+    [lag] = consumer_lag(Cluster(settings), [Groups.from_settings(settings).learner], topics={})
     assert lag.total == 0 and len(lag.partitions) == 3
 
 
@@ -89,7 +91,7 @@ def test_a_restarted_learner_resumes_from_the_last_version(settings: Settings, t
     produce_features(settings, topics, 400, seed=3)
     second = LearningLoop(settings, max_events=400).run()
     assert second.resumed_from == first.last_version
-    records = read_versions(settings)
+    records = read_versions(Cluster(settings))
     assert records[-1].version == first.last_version + second.published
     assert records[-1].summary["n_learned"] == 1000  # counted on from the resumed version, nothing twice
 
@@ -105,7 +107,7 @@ def test_the_learner_stops_cleanly_when_asked(settings: Settings, topics: Topics
     runner.join(timeout=30)
     assert not runner.is_alive()
     # 300 learned < publish_every_events: only the shutdown publish made a version.
-    [record] = read_versions(settings)
+    [record] = read_versions(Cluster(settings))
     assert record.version == 1 and record.summary["n_learned"] == loop.report.learned == 300
 
 
@@ -140,11 +142,13 @@ def test_sigterm_stops_the_learn_command_cleanly(settings: Settings, topics: Top
         "STREAMML_PUBLISH_EVERY_EVENTS": "100",
         "STREAMML_PUBLISH_EVERY_SECONDS": "3600",
     }
-    command = [sys.executable, "-c", "from streamml.cli import main; main()", "learn"]
+    command = [sys.executable, "-c", "from streamml_cli import main; main()", "learn"]
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         eventually(
-            lambda: any(r.version == 3 for r in read_versions(settings)), timeout=60, what="v3 from the learn command"
+            lambda: any(r.version == 3 for r in read_versions(Cluster(settings))),
+            timeout=60,
+            what="v3 from the learn command",
         )
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=30)
@@ -155,7 +159,9 @@ def test_sigterm_stops_the_learn_command_cleanly(settings: Settings, topics: Top
     assert "SIGTERM: stopping" in output and "consumed 300, learned 300" in output
 
 
-def test_events_learned_after_the_last_publish_are_replayed_not_lost_or_doubled(settings: Settings, topics: Topics) -> None:
+def test_events_learned_after_the_last_publish_are_replayed_not_lost_or_doubled(
+    settings: Settings, topics: Topics
+) -> None:
     produce_features(settings, topics, 700, seed=10)
     crashing = LearningLoop(settings, max_events=700, policy=PublishPolicy(500, 3600))
     publish = crashing._publisher.publish
@@ -168,18 +174,18 @@ def test_events_learned_after_the_last_publish_are_replayed_not_lost_or_doubled(
     crashing._publisher.publish = crash_after_v1  # type: ignore[method-assign]
     with pytest.raises(KafkaClientError, match="simulated crash"):
         crashing.run()
-    [v1] = read_versions(settings)
+    [v1] = read_versions(Cluster(settings))
     assert v1.summary["n_learned"] == 500 and crashing.report.learned == 700
     # Only what v1 learned was committed; the 200 events after it were not.
-    [lag] = consumer_lag(settings, [Groups.from_settings(settings).learner], topics={})
+    [lag] = consumer_lag(Cluster(settings), [Groups.from_settings(settings).learner], topics={})
     assert lag.total == 200
     restarted = LearningLoop(settings, max_events=200).run()
     assert restarted.resumed_from == 1 and restarted.consumed == 200
-    assert read_versions(settings)[-1].summary["n_learned"] == 700  # each event learned once by the chain
+    assert read_versions(Cluster(settings))[-1].summary["n_learned"] == 700  # each event learned once by the chain
 
 
 def _lag(settings: Settings) -> int:
-    [lag] = consumer_lag(settings, [Groups.from_settings(settings).learner], topics={})
+    [lag] = consumer_lag(Cluster(settings), [Groups.from_settings(settings).learner], topics={})
     return lag.total
 
 
@@ -211,14 +217,14 @@ def test_a_record_the_model_cannot_learn_is_skipped_and_logged_not_crash_looped(
     produce_features(settings, topics, 100, seed=21)
     [where] = [
         format_record(m.topic(), m.partition(), m.offset())
-        for m in read_to_end(settings, topics.features)
+        for m in read_to_end(Cluster(settings), topics.features)
         if FEATURES.decode(m.value(), m.headers())["event_id"] == poison["event_id"]
     ]
     with caplog.at_level(logging.ERROR, logger="model_publisher.learning_loop"):
         report = LearningLoop(settings, max_events=301).run()
     assert (report.consumed, report.learned, report.skipped) == (301, 300, 1)
     assert any(where in r.getMessage() and "'yes'" in r.getMessage() for r in caplog.records)
-    assert read_versions(settings)[-1].summary["n_learned"] == 300
+    assert read_versions(Cluster(settings))[-1].summary["n_learned"] == 300
     assert _lag(settings) == 0  # stepped over and committed: a restart does not meet it again
 
 
@@ -238,7 +244,7 @@ def test_a_fallback_to_an_older_version_replays_from_its_offsets_not_the_committ
 
     first._publisher.publish = second_version_unloadable  # type: ignore[method-assign]
     assert first.run().published == 2
-    v1, v2 = read_versions(settings)
+    v1, v2 = read_versions(Cluster(settings))
     assert (v1.summary["n_learned"], v2.summary["n_learned"]) == (500, 600)
     assert _lag(settings) == 0  # the group's offsets are v2's
     produce_features(settings, topics, 100, seed=23)
@@ -248,7 +254,8 @@ def test_a_fallback_to_an_older_version_replays_from_its_offsets_not_the_committ
         _run_until_consumed(second, 200)
     assert second.report.resumed_from == 1
     assert (second.report.consumed, second.report.learned) == (200, 200)
-    assert read_versions(settings)[-1].summary["n_learned"] == 700  # v1's 500 + 200: nothing skipped, nothing twice
+    # v1's 500 + 200: nothing skipped, nothing twice
+    assert read_versions(Cluster(settings))[-1].summary["n_learned"] == 700
     assert any("not from the newest version v2" in r.getMessage() for r in caplog.records)
     assert _lag(settings) == 0
 
@@ -260,9 +267,11 @@ def test_a_fresh_model_after_a_runtime_change_retrains_from_the_beginning(
     real_runtime = envelope_module.runtime_info
     with monkeypatch.context() as other_runtime:
         # The first learner ran with another river minor: every version it wrote is refused here.
-        other_runtime.setattr(envelope_module, "runtime_info", lambda flavor: {**real_runtime(flavor), "river": "0.1.0"})
+        other_runtime.setattr(
+            envelope_module, "runtime_info", lambda flavor: {**real_runtime(flavor), "river": "0.1.0"}
+        )
         assert LearningLoop(settings, max_events=600, policy=PublishPolicy(500, 3600)).run().published == 2
-    assert [r.status for r in read_versions(settings)] == ["refused", "refused"]
+    assert [r.status for r in read_versions(Cluster(settings))] == ["refused", "refused"]
     assert _lag(settings) == 0
     produce_features(settings, topics, 100, seed=25)
     fresh = LearningLoop(settings)
@@ -270,7 +279,7 @@ def test_a_fresh_model_after_a_runtime_change_retrains_from_the_beginning(
         _run_until_consumed(fresh, 700)  # not only the 100 after the committed offsets
     assert fresh.report.resumed_from is None
     assert (fresh.report.consumed, fresh.report.learned) == (700, 700)
-    newest = read_versions(settings)[-1]
+    newest = read_versions(Cluster(settings))[-1]
     assert newest.version > 2 and newest.status == "ok" and newest.summary["n_learned"] == 700
     assert any("from the beginning" in r.getMessage() and "v2" in r.getMessage() for r in caplog.records)
 
@@ -291,5 +300,5 @@ def test_a_model_over_the_size_limit_stops_the_learner_with_one_clear_error(sett
     assert f"model {settings.model_name} v2 is " in message and "over the 500-byte limit" in message
     assert "learned 700 events" in message and "no offsets were stored since v1 was published" in message
     assert "STREAMML_MAX_MODEL_BYTES" in message and "--model-spec" in message and "restart" in message
-    assert [r.version for r in read_versions(settings)] == [1]  # not skipped: nothing after v1 went out
+    assert [r.version for r in read_versions(Cluster(settings))] == [1]  # not skipped: nothing after v1 went out
     assert _lag(settings) == 200  # the events v2 would have covered are not committed

@@ -10,13 +10,14 @@ from click.testing import CliRunner
 
 from model_publisher import catalog
 from model_publisher.publisher import ModelPublisher
-from streamml.cli import cli
+from streamml.cluster import Cluster
 from streamml.config import Settings
 from streamml.envelope import encode_envelope, envelope_headers
 from streamml.errors import ModelTooLargeError
 from streamml.kafka import make_producer
 from streamml.registry import read_versions
 from streamml.topics import Topics
+from streamml_cli import cli
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +31,10 @@ def _trained(n: int = 50) -> object:
 
 def _publish(publisher: ModelPublisher, n_learned: int) -> int:
     envelope = publisher.publish(
-        _trained(), metrics={"accuracy": 0.5, "rolling_accuracy": 0.6}, n_learned=n_learned, input_offsets={"f[0]": n_learned}
+        _trained(),
+        metrics={"accuracy": 0.5, "rolling_accuracy": 0.6},
+        n_learned=n_learned,
+        input_offsets={"f[0]": n_learned},
     )
     return envelope.version
 
@@ -40,8 +44,12 @@ def test_three_versions_are_published_and_read_back_in_order(settings: Settings,
     assert publisher.start() == 1
     assert [_publish(publisher, n) for n in (10, 20, 30)] == [1, 2, 3]
     publisher.close()
-    records = read_versions(settings)
-    assert [(r.version, r.status, r.summary["n_learned"]) for r in records] == [(1, "ok", 10), (2, "ok", 20), (3, "ok", 30)]
+    records = read_versions(Cluster(settings))
+    assert [(r.version, r.status, r.summary["n_learned"]) for r in records] == [
+        (1, "ok", 10),
+        (2, "ok", 20),
+        (3, "ok", 30),
+    ]
     assert [r.offset for r in records] == [0, 1, 2]
     assert records[2].summary["metrics"]["rolling_accuracy"] == 0.6
 
@@ -72,7 +80,7 @@ def test_forged_or_corrupt_records_do_not_move_the_sequence(settings: Settings, 
     assert producer.flush(10) == 0
     restarted = ModelPublisher(settings)
     assert restarted.start() == 2
-    records = read_versions(settings, model_name="demo-classifier")
+    records = read_versions(Cluster(settings), model_name="demo-classifier")
     assert [r.status for r in records] == ["ok", "refused", "refused"]
     assert "sha256" in records[1].reason and "not a model envelope" in records[2].reason
 
@@ -88,7 +96,7 @@ def test_an_oversized_model_is_refused_before_it_reaches_the_broker(settings: Se
         publisher.publish(big, metrics={}, n_learned=3000, input_offsets={})
     assert publisher.next_version == 1  # the number was not used
     publisher.close()
-    assert read_versions(settings) == []
+    assert read_versions(Cluster(settings)) == []
 
 
 def test_models_list_prints_versions_as_table_and_json(settings: Settings, topics: Topics) -> None:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import pytest
 
+from streamml.cluster import Cluster
 from streamml.config import Settings
-from streamml.demo import DemoOptions, run_demo
 from streamml.reader import read_to_end
+from streamml.records import FEATURE_VECTOR_SCHEMA, PREDICTION_SCHEMA
 from streamml.registry import read_versions
 from streamml.serde import AvroSerde, bundled_schema
 from streamml.topics import Topics
+from streamml_cli.orchestration.demo import DemoOptions, run_demo
 
 pytestmark = pytest.mark.integration
 
@@ -53,14 +55,14 @@ def test_every_check_of_the_run_passes(outcome: tuple[Settings, object]) -> None
 def test_no_event_is_lost_or_duplicated(outcome: tuple[Settings, object]) -> None:
     settings, _ = outcome
     topics = Topics.from_settings(settings)
-    raw = list(read_to_end(settings, topics.raw_events))
-    features = list(read_to_end(settings, topics.features))
-    dead = list(read_to_end(settings, topics.dead_letters))
+    raw = list(read_to_end(Cluster(settings), topics.raw_events))
+    features = list(read_to_end(Cluster(settings), topics.features))
+    dead = list(read_to_end(Cluster(settings), topics.dead_letters))
     assert len(raw) == EVENTS
     sources = [(m.partition(), m.offset()) for m in raw]
     featurized = [
         (v["source_partition"], v["source_offset"])
-        for v in (AvroSerde(bundled_schema("feature_vector.avsc")).decode(m.value(), m.headers()) for m in features)
+        for v in (AvroSerde(bundled_schema(FEATURE_VECTOR_SCHEMA)).decode(m.value(), m.headers()) for m in features)
     ]
     quarantined = [
         (int(dict(m.headers())["streamml.dlq.source.partition"]), int(dict(m.headers())["streamml.dlq.source.offset"]))
@@ -74,9 +76,9 @@ def test_no_event_is_lost_or_duplicated(outcome: tuple[Settings, object]) -> Non
 def test_quarantined_events_keep_their_bytes_and_carry_a_reason(outcome: tuple[Settings, object]) -> None:
     settings, _ = outcome
     topics = Topics.from_settings(settings)
-    raw = {(m.partition(), m.offset()): m.value() for m in read_to_end(settings, topics.raw_events)}
+    raw = {(m.partition(), m.offset()): m.value() for m in read_to_end(Cluster(settings), topics.raw_events)}
     rules = set()
-    for message in read_to_end(settings, topics.dead_letters):
+    for message in read_to_end(Cluster(settings), topics.dead_letters):
         headers = dict(message.headers())
         source = (int(headers["streamml.dlq.source.partition"]), int(headers["streamml.dlq.source.offset"]))
         assert message.value() == raw[source]
@@ -91,7 +93,7 @@ def test_quarantined_events_keep_their_bytes_and_carry_a_reason(outcome: tuple[S
 
 def test_versions_increase_and_every_one_reached_the_sdk(outcome: tuple[Settings, object]) -> None:
     settings, result = outcome
-    versions = [r.version for r in read_versions(settings) if r.status == "ok"]
+    versions = [r.version for r in read_versions(Cluster(settings)) if r.status == "ok"]
     assert len(versions) >= 3 and versions == sorted(set(versions))
     # The SDK subscriber started before the first model: it swapped to each one in turn.
     assert result.sdk_swaps == len(versions) and result.sdk_version == versions[-1]  # type: ignore[attr-defined]
@@ -99,9 +101,10 @@ def test_versions_increase_and_every_one_reached_the_sdk(outcome: tuple[Settings
 
 def test_predictions_carry_the_version_that_made_them(outcome: tuple[Settings, object]) -> None:
     settings, result = outcome
-    published = {r.version for r in read_versions(settings) if r.status == "ok"}
-    serde = AvroSerde(bundled_schema("prediction.avsc"))
-    used = {serde.decode(m.value(), m.headers())["model_version"] for m in read_to_end(settings, Topics.from_settings(settings).predictions)}
+    published = {r.version for r in read_versions(Cluster(settings)) if r.status == "ok"}
+    serde = AvroSerde(bundled_schema(PREDICTION_SCHEMA))
+    predictions = read_to_end(Cluster(settings), Topics.from_settings(settings).predictions)
+    used = {serde.decode(m.value(), m.headers())["model_version"] for m in predictions}
     assert used and used <= published
     assert len(used) >= 2, "the scorer should have hot-swapped at least once during the stream"
 

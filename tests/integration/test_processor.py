@@ -11,13 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from stream_processors.dead_letters import read_rejection
+from streamml.cluster import Cluster
 from streamml.config import Settings
 from streamml.kafka import make_producer
 from streamml.lag import consumer_lag
 from streamml.reader import read_to_end
+from streamml.records import FEATURE_VECTOR_SCHEMA
 from streamml.serde import SCHEMA_HEADER, AvroSchema, AvroSerde, bundled_schema, header_value
 from streamml.topics import Groups, Topics
-from stream_processors.dead_letters import read_rejection
 from tests.conftest import eventually
 
 pytestmark = pytest.mark.integration
@@ -82,12 +84,14 @@ def _stop(process: subprocess.Popen) -> tuple[int, str]:
     return code, process.stdout.read() if process.stdout else ""
 
 
-def _wait_for_outputs(settings: Settings, topics: Topics, expected: int, process: subprocess.Popen) -> tuple[list, list]:
+def _wait_for_outputs(
+    settings: Settings, topics: Topics, expected: int, process: subprocess.Popen
+) -> tuple[list, list]:
     def outputs() -> tuple[list, list] | None:
         if process.poll() is not None:
             raise AssertionError(f"processor exited early ({process.returncode})")
-        features = list(read_to_end(settings, topics.features))
-        dead = list(read_to_end(settings, topics.dead_letters))
+        features = list(read_to_end(Cluster(settings), topics.features))
+        dead = list(read_to_end(Cluster(settings), topics.dead_letters))
         return (features, dead) if len(features) + len(dead) >= expected else None
 
     return eventually(outputs, timeout=90, interval=0.2, what=f"{expected} outputs")
@@ -167,7 +171,7 @@ def test_restart_recovers_window_state_from_the_source_partitions_changelog(
     # key hash would put it: the window state must follow the record's
     # partition. One key per partition also keeps each changelog produce batch
     # to one record, which the embedded broker's wrong ListOffsets end
-    # (BROKER-NOTES quirk 1) would otherwise cut short during recovery.
+    # (docs/embedded-broker.md#list-offsets) would otherwise cut short during recovery.
     writer_path = _incompatible_writer(tmp_path)
     serde = AvroSerde(AvroSchema.from_file(settings.schema_path))
     producer = make_producer(settings)
@@ -190,9 +194,9 @@ def test_restart_recovers_window_state_from_the_source_partitions_changelog(
     assert code == 0, log
     # A clean stop commits everything it processed.
     group = Groups.from_settings(settings).processor
-    [lag] = consumer_lag(settings, [group], topics={group: [topics.raw_events]})
+    [lag] = consumer_lag(Cluster(settings), [group], topics={group: [topics.raw_events]})
     assert lag.total == 0, lag.as_dict()
-    changelog = list(read_to_end(settings, f"{group}-windows-changelog"))
+    changelog = list(read_to_end(Cluster(settings), f"{group}-windows-changelog"))
     assert {(m.key(), m.partition()) for m in changelog} == {(c.encode(), p) for p, c in enumerate(customers)}
 
     produce(2 * n, 3 * n)
@@ -212,4 +216,4 @@ def test_restart_recovers_window_state_from_the_source_partitions_changelog(
 
 
 def bundled_schema_serde() -> AvroSerde:
-    return AvroSerde(bundled_schema("feature_vector.avsc"))
+    return AvroSerde(bundled_schema(FEATURE_VECTOR_SCHEMA))

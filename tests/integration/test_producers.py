@@ -11,16 +11,18 @@ from typing import Any
 import pytest
 
 from producers import EventProducer, RawPayload, SourceItem, SyntheticSource, open_source, produce
+from streamml.cluster import Cluster
 from streamml.config import Settings
 from streamml.errors import RecordError
 from streamml.reader import read_to_end
+from streamml.records import DEMO_EVENTS_SCHEMA
 from streamml.serde import SCHEMA_HEADER, AvroSerde, DecodeError, bundled_schema, header_value
 from streamml.topics import Topics
 
 pytestmark = pytest.mark.integration
 
 FIXED_CLOCK = lambda: 1_700_000_000.0  # noqa: E731 - makes synthetic events fully deterministic
-SCHEMA = bundled_schema("events_demo.avsc")
+SCHEMA = bundled_schema(DEMO_EVENTS_SCHEMA)
 
 
 def test_synthetic_events_arrive_keyed_by_customer_with_the_schema_header(settings: Settings, topics: Topics) -> None:
@@ -30,7 +32,7 @@ def test_synthetic_events_arrive_keyed_by_customer_with_the_schema_header(settin
     assert report.ok and report.topic == topics.raw_events
 
     serde = AvroSerde(SCHEMA)
-    messages = list(read_to_end(settings, topics.raw_events))
+    messages = list(read_to_end(Cluster(settings), topics.raw_events))
     assert len(messages) == 600
     partitions_by_key: dict[str, set[int]] = defaultdict(set)
     received = {}
@@ -53,7 +55,7 @@ def test_injected_faults_are_sent_as_they_are(settings: Settings, topics: Topics
     assert report.delivered == 500 and report.injected_bad == sum(source.injected.values()) > 50
     serde = AvroSerde(SCHEMA)
     undecodable = 0
-    for message in read_to_end(settings, topics.raw_events):
+    for message in read_to_end(Cluster(settings), topics.raw_events):
         try:
             serde.decode(message.value(), message.headers())
         except DecodeError:
@@ -68,13 +70,14 @@ def test_a_csv_file_is_produced_with_coerced_types(settings: Settings, topics: T
         writer = csv.writer(handle)
         writer.writerow(fields)
         for i in range(40):
-            writer.writerow([f"e{i}", f"c{i % 4}", 1_700_000_000_000 + i, 30 + i % 5, f"{40000 + i}.5", i % 2 if i % 10 else "", "x"])
+            label = i % 2 if i % 10 else ""
+            writer.writerow([f"e{i}", f"c{i % 4}", 1_700_000_000_000 + i, 30 + i % 5, f"{40000 + i}.5", label, "x"])
     report = produce(settings, open_source(str(path), settings), topic=topics.features)
     assert (report.sent, report.delivered) == (40, 40)
 
     serde = AvroSerde(SCHEMA)
     events = {}
-    for m in read_to_end(settings, topics.features):
+    for m in read_to_end(Cluster(settings), topics.features):
         event = serde.decode(m.value(), m.headers())
         events[event["event_id"]] = event
     assert len(events) == 40
@@ -111,7 +114,7 @@ def test_a_bad_record_stops_the_run_with_its_row_after_delivering_the_rows_befor
     with pytest.raises(RecordError) as caught:
         produce(settings, ListSource([good[0], good[1], bad, good[2]]))
     assert str(caught.value) == "row 3, field 'car': 'red' is not of type null or int"
-    assert len(list(read_to_end(settings, topics.raw_events))) == 2
+    assert len(list(read_to_end(Cluster(settings), topics.raw_events))) == 2
 
 
 def test_limit_rate_and_explicit_keys(settings: Settings, topics: Topics) -> None:
@@ -125,7 +128,7 @@ def test_limit_rate_and_explicit_keys(settings: Settings, topics: Topics) -> Non
         producer.send(good := next(iter(SyntheticSource(1, seed=9))), key="explicit")
         producer.send_raw(b"\x01\x02\x03", key="raw", headers=())
     assert producer.stats.delivered == 2
-    messages = {m.key(): m for m in read_to_end(settings, topics.predictions)}
+    messages = {m.key(): m for m in read_to_end(Cluster(settings), topics.predictions)}
     assert set(messages) == {b"explicit", b"raw"}
     assert AvroSerde(SCHEMA).decode(messages[b"explicit"].value(), messages[b"explicit"].headers()) == good
     assert messages[b"raw"].value() == b"\x01\x02\x03" and not messages[b"raw"].headers()
@@ -138,12 +141,12 @@ def test_a_full_client_queue_is_waited_out_not_lost(settings: Settings, topics: 
         for event in events:
             producer.send(event)
     assert (producer.stats.sent, producer.stats.delivered) == (500, 500)
-    assert len(list(read_to_end(settings, topics.raw_events))) == 500
+    assert len(list(read_to_end(Cluster(settings), topics.raw_events))) == 500
 
 
 def test_raw_payloads_carry_the_schema_headers_by_default(settings: Settings, topics: Topics) -> None:
     produce(settings, ListSource([RawPayload(b"\xff" * 8, key="c1")]))
-    [message] = list(read_to_end(settings, topics.raw_events))
+    [message] = list(read_to_end(Cluster(settings), topics.raw_events))
     assert header_value(message.headers(), SCHEMA_HEADER) == SCHEMA.fingerprint.encode()
     with pytest.raises(DecodeError) as caught:
         AvroSerde(SCHEMA).decode(message.value(), message.headers())

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from streamml.cluster import Cluster
 from streamml.config import Settings
 from streamml.reader import read_to_end
+from streamml.records import DEMO_EVENTS_SCHEMA
 from streamml.serde import AvroSerde, bundled_schema
 from streamml.topics import Topics
 
@@ -36,7 +38,7 @@ def test_produce_synthetic_prints_one_summary_line(settings: Settings, topics: T
     [line] = result.stdout.splitlines()
     assert line.startswith(f"200 events sent to {topics.raw_events}, 200 delivered, ")
     assert "deliberately bad" in line
-    assert len(list(read_to_end(settings, topics.raw_events))) == 200
+    assert len(list(read_to_end(Cluster(settings), topics.raw_events))) == 200
 
 
 def test_a_bad_csv_row_is_one_error_line_naming_row_and_field(
@@ -54,8 +56,9 @@ def test_a_bad_csv_row_is_one_error_line_naming_row_and_field(
     assert result.returncode == 1
     assert result.stderr == "streamml: error: row 3, field 'age': 'abc' is not an int\n"
     # The rows before the bad one were delivered, not lost.
-    serde = AvroSerde(bundled_schema("events_demo.avsc"))
-    got = sorted(serde.decode(m.value(), m.headers())["event_id"] for m in read_to_end(settings, topics.features))
+    serde = AvroSerde(bundled_schema(DEMO_EVENTS_SCHEMA))
+    features = read_to_end(Cluster(settings), topics.features)
+    got = sorted(serde.decode(m.value(), m.headers())["event_id"] for m in features)
     assert got == ["e1", "e2"]
 
 

@@ -14,23 +14,28 @@ from click.testing import CliRunner
 from consumers import ModelSubscriber, StreamScorer
 from model_publisher import catalog
 from model_publisher.publisher import ModelPublisher
-from streamml.cli import cli
+from streamml.cluster import Cluster
 from streamml.config import Settings
 from streamml.kafka import format_record, make_producer
 from streamml.lag import consumer_lag
 from streamml.reader import read_to_end
+from streamml.records import PREDICTION_SCHEMA
 from streamml.serde import AvroSerde, bundled_schema
 from streamml.topics import Groups, Topics
+from streamml_cli import cli
 from tests.conftest import eventually
 from tests.integration.test_models_learner import FEATURES, produce_features
 
 pytestmark = pytest.mark.integration
 
-PREDICTIONS = AvroSerde(bundled_schema("prediction.avsc"))
+PREDICTIONS = AvroSerde(bundled_schema(PREDICTION_SCHEMA))
 
 
 def _predictions(settings: Settings, topics: Topics) -> list[dict]:
-    return [PREDICTIONS.decode(m.value(), m.headers()) | {"_key": m.key()} for m in read_to_end(settings, topics.predictions)]
+    return [
+        PREDICTIONS.decode(m.value(), m.headers()) | {"_key": m.key()}
+        for m in read_to_end(Cluster(settings), topics.predictions)
+    ]
 
 
 def _publish_trained(settings: Settings) -> int:
@@ -136,7 +141,9 @@ class _PositionTracker:
 def test_records_that_slip_through_before_a_model_is_loaded_are_all_put_back() -> None:
     # One consume() returned several records of a partition: the position must
     # go back to the first of them, or the others are never scored.
-    slipped = [_Message(0, 5), _Message(0, 6), _Message(1, 9), _Message(0, 7), _Message(1, 8), _Message(2, 0, error="x")]
+    slipped = [
+        _Message(0, 5), _Message(0, 6), _Message(1, 9), _Message(0, 7), _Message(1, 8), _Message(2, 0, error="x")
+    ]
     consumer = _PositionTracker()
     StreamScorer._hold_back(consumer, slipped)
     assert consumer.position == {0: 5, 1: 8}
@@ -178,7 +185,7 @@ def test_a_record_the_model_cannot_score_is_skipped_and_logged_not_predicted(
     produce_features(settings, topics, 40, seed=13)
     positions = [
         format_record(m.topic(), m.partition(), m.offset())
-        for m in read_to_end(settings, topics.features)
+        for m in read_to_end(Cluster(settings), topics.features)
         if FEATURES.decode(m.value(), m.headers())["event_id"] in poison_ids
     ]
     with caplog.at_level(logging.ERROR, logger="consumers.scorer"):
@@ -192,5 +199,7 @@ def test_a_record_the_model_cannot_score_is_skipped_and_logged_not_predicted(
     # Stepped over, not replayed: the scorer's committed offsets are past the poison records.
     group = Groups.from_settings(settings).scorer
     eventually(
-        lambda: consumer_lag(settings, [group], topics={})[0].total == 0, timeout=15, what="the scorer's offsets at the end"
+        lambda: consumer_lag(Cluster(settings), [group], topics={})[0].total == 0,
+        timeout=15,
+        what="the scorer's offsets at the end",
     )

@@ -33,7 +33,9 @@ def publish_corrupt(settings: Settings, topics: Topics, version: int) -> None:
     payload[len(payload) // 2] ^= 0x01
     bad = dataclasses.replace(good, payload=bytes(payload))
     producer = make_producer(settings)
-    producer.produce(topics.models, key=settings.model_name.encode(), value=encode_envelope(bad), headers=envelope_headers())
+    producer.produce(
+        topics.models, key=settings.model_name.encode(), value=encode_envelope(bad), headers=envelope_headers()
+    )
     assert producer.flush(10) == 0
 
 

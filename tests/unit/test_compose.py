@@ -12,7 +12,7 @@ import click
 import pytest
 import yaml
 
-from streamml.cli import cli
+from streamml_cli import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -84,5 +84,8 @@ def test_a_typo_in_a_command_would_be_caught() -> None:
 def test_dockerfile_installs_the_project_and_uses_the_cli() -> None:
     text = (ROOT / "Dockerfile").read_text()
     assert "pip install ." in text and 'ENTRYPOINT ["streamml"]' in text
-    for package in ("streamml", "producers", "stream_processors", "model_publisher", "consumers"):
-        assert f"COPY {package} " in text
+    import tomllib
+
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    for package in (p.rstrip("*") for p in packages):
+        assert f"COPY {package} " in text, package

@@ -8,6 +8,7 @@ import pytest
 
 from streamml.config import load_settings
 from streamml.envelope import (
+    TrustPolicy,
     _sign,
     _signed_bytes,
     decode_envelope,
@@ -20,6 +21,7 @@ from streamml.errors import EnvelopeError
 from streamml.registry import classify, newest_authentic, next_version
 
 SETTINGS = load_settings(env={}, model_signing_key="k")
+POLICY = TrustPolicy.from_settings(SETTINGS)
 
 
 class Constant:
@@ -35,7 +37,7 @@ def record(
     env = dataclasses.replace(env, **changes) if changes else env
     if resign and key is not None:
         env = dataclasses.replace(env, signature=_sign(key, _signed_bytes(env)))
-    return classify(offset, name.encode(), encode_envelope(env), envelope_headers(), SETTINGS)
+    return classify(offset, name.encode(), encode_envelope(env), envelope_headers(), POLICY)
 
 
 def test_a_good_envelope_is_ok_and_authentic() -> None:
@@ -45,7 +47,7 @@ def test_a_good_envelope_is_ok_and_authentic() -> None:
 
 
 def test_an_undecodable_record_is_refused_with_the_reason() -> None:
-    r = classify(3, b"m", b"\x00garbage", [("streamml.schema", b"0000000000000000")], SETTINGS)
+    r = classify(3, b"m", b"\x00garbage", [("streamml.schema", b"0000000000000000")], POLICY)
     assert r.status == "refused" and not r.authentic and r.version is None and r.model_name == "m"
     assert "not a model envelope (unknown_schema)" in r.reason
 
@@ -102,7 +104,7 @@ def test_a_malformed_digest_is_an_envelope_error_not_a_crash(changes: object, ke
     with pytest.raises(EnvelopeError, match="is not 64 lowercase hex digits"):
         verify(bad, signing_key=key)
     # the registry (publisher numbering, `models list`) classifies it instead of crashing
-    r = classify(0, b"m", encode_envelope(bad), envelope_headers(), SETTINGS)
+    r = classify(0, b"m", encode_envelope(bad), envelope_headers(), POLICY)
     assert r.status == "refused" and not r.authentic and "hex digits" in r.reason
 
 
@@ -142,5 +144,5 @@ def test_an_envelope_that_omits_a_required_runtime_version_is_refused(runtime: o
     with pytest.raises(EnvelopeError, match=f"does not say which {missing} version"):
         verify(bad)
     verify(bad, allow_runtime_mismatch=True)  # the explicit opt-out still applies
-    r = classify(0, b"m", encode_envelope(bad), envelope_headers(), load_settings(env={}))
+    r = classify(0, b"m", encode_envelope(bad), envelope_headers(), TrustPolicy())
     assert r.status == "refused" and r.authentic

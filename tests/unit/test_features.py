@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from stream_processors.features import FeatureSpec, featurize
 from streamml.config import DEMO_SCHEMA_PATH
 from streamml.serde import AvroSchema
-from stream_processors.features import FeatureSpec, featurize
 
 DEMO = AvroSchema.from_file(DEMO_SCHEMA_PATH)
 DEMO_SPEC = FeatureSpec.from_schema(DEMO, exclude=("customer_id", "label", "event_time"))

@@ -12,7 +12,7 @@ import pytest
 
 from consumers.http_service import MAX_INSTANCES, ModelServer
 from consumers.swap import ModelSlot
-from streamml.envelope import seal
+from streamml.envelope import TrustPolicy, seal
 
 
 class Threshold:
@@ -41,7 +41,7 @@ def call(url: str, body: Any = None, *, raw: bytes | None = None) -> tuple[int, 
 
 @pytest.fixture
 def slot() -> ModelSlot:
-    return ModelSlot("m", allow_runtime_mismatch=False)
+    return ModelSlot("m", TrustPolicy(allow_runtime_mismatch=False))
 
 
 @pytest.fixture

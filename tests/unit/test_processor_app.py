@@ -43,8 +43,8 @@ def test_pipeline_topics_are_raw_and_never_declared_by_faust(settings: Settings)
 
 
 def test_schema_path_comes_from_settings(tmp_path, settings: Settings) -> None:
-    from streamml.errors import SchemaError
     from stream_processors.app import build_app
+    from streamml.errors import SchemaError
 
     with pytest.raises(SchemaError, match="not found"):
         build_app(settings.with_overrides(schema_path=str(tmp_path / "nope.avsc")))

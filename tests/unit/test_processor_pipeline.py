@@ -5,18 +5,21 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
-from streamml.config import Settings
-from streamml.serde import SCHEMA_HEADER, AvroSchema, AvroSerde, bundled_schema, header_value
 from stream_processors.dead_letters import read_rejection
 from stream_processors.pipeline import FEATURIZE_ERROR, BatchProcessor, SourceRecord
 from stream_processors.windows import WindowSpec, window_features
+from streamml.config import Settings
+from streamml.records import FEATURE_VECTOR_SCHEMA
+from streamml.serde import SCHEMA_HEADER, AvroSchema, AvroSerde, bundled_schema, header_value
 
 SETTINGS = Settings(partitions=3)
 SCHEMA = AvroSchema.from_file(SETTINGS.schema_path)
 SERDE = AvroSerde(SCHEMA)
-FEATURES = AvroSerde(bundled_schema("feature_vector.avsc"))
+FEATURES = AvroSerde(bundled_schema(FEATURE_VECTOR_SCHEMA))
 T0 = 1_700_000_000_000
 
 

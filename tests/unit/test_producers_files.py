@@ -16,9 +16,10 @@ import pytest
 
 from producers import CsvSource, FileSource, JsonLinesSource, ParquetSource
 from streamml.errors import RecordError, SourceError
+from streamml.records import DEMO_EVENTS_SCHEMA
 from streamml.serde import AvroSerde, bundled_schema
 
-SCHEMA = bundled_schema("events_demo.avsc")
+SCHEMA = bundled_schema(DEMO_EVENTS_SCHEMA)
 #: Marks a JSON key left out of the line (as opposed to null).
 ABSENT = object()
 

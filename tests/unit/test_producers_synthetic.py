@@ -9,6 +9,7 @@ import pytest
 
 from producers import FAULT_KINDS, RawPayload, SyntheticSource
 from streamml.errors import SourceError
+from streamml.records import DEMO_EVENTS_SCHEMA
 from streamml.serde import AvroSchema, AvroSerde, DecodeError, bundled_schema
 
 FIXED_CLOCK = lambda: 1_700_000_000.0  # noqa: E731 - event_time is the only wall-clock field
@@ -45,7 +46,7 @@ def test_iterating_again_restarts_from_the_seed() -> None:
 def test_faults_do_not_change_the_clean_events() -> None:
     clean = list(SyntheticSource(500, seed=5, clock=FIXED_CLOCK))
     mixed = list(SyntheticSource(500, seed=5, bad_fraction=0.2, clock=FIXED_CLOCK))
-    unchanged = sum(a == b for a, b in zip(clean, mixed))
+    unchanged = sum(a == b for a, b in zip(clean, mixed, strict=True))
     assert 300 < unchanged < 500
 
 
@@ -129,4 +130,4 @@ def test_a_schema_without_the_demo_fields_is_refused() -> None:
 
 
 def test_the_bundled_schema_is_the_default() -> None:
-    assert SyntheticSource(1).schema.fingerprint == bundled_schema("events_demo.avsc").fingerprint
+    assert SyntheticSource(1).schema.fingerprint == bundled_schema(DEMO_EVENTS_SCHEMA).fingerprint

@@ -6,10 +6,13 @@ import json
 import math
 
 import pytest
-from hypothesis import given, settings as hyp_settings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 
 from streamml.config import DEMO_SCHEMA_PATH
 from streamml.errors import SchemaError, SerializationError
+from streamml.records import DEMO_EVENTS_SCHEMA, FEATURE_VECTOR_SCHEMA, MODEL_ENVELOPE_SCHEMA, PREDICTION_SCHEMA
 from streamml.serde import SCHEMA_HEADER, AvroSchema, AvroSerde, DecodeError, bundled_schema
 
 SCHEMA = AvroSchema.from_file(DEMO_SCHEMA_PATH)
@@ -137,6 +140,6 @@ def test_missing_schema_file_is_one_clear_error(tmp_path) -> None:
         AvroSchema.from_file(tmp_path / "nope.avsc")
 
 
-@pytest.mark.parametrize("name", ["feature_vector.avsc", "prediction.avsc", "model_envelope.avsc", "events_demo.avsc"])
+@pytest.mark.parametrize("name", [FEATURE_VECTOR_SCHEMA, PREDICTION_SCHEMA, MODEL_ENVELOPE_SCHEMA, DEMO_EVENTS_SCHEMA])
 def test_bundled_schemas_parse(name: str) -> None:
     assert bundled_schema(name).fingerprint

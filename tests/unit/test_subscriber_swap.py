@@ -12,9 +12,11 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from consumers.swap import ModelSlot
+from streamml.cluster import Cluster
 from streamml.config import load_settings
 from streamml.envelope import (
     ModelEnvelope,
+    TrustPolicy,
     _sign,
     _signed_bytes,
     encode_envelope,
@@ -58,13 +60,13 @@ def flip_payload_byte(env: ModelEnvelope) -> ModelEnvelope:
 
 @pytest.fixture
 def slot() -> ModelSlot:
-    s = ModelSlot("m", signing_key=KEY)
+    s = ModelSlot("m", TrustPolicy(signing_key=KEY))
     assert s.offer(envelope(1))
     return s
 
 
 def test_nothing_serves_before_the_first_model() -> None:
-    fresh = ModelSlot("m", signing_key=KEY)
+    fresh = ModelSlot("m", TrustPolicy(signing_key=KEY))
     assert fresh.version is None
     with pytest.raises(ModelNotReadyError):
         fresh.current()
@@ -98,7 +100,15 @@ def test_a_failing_callback_is_logged_not_propagated(slot: ModelSlot, caplog: py
         (lambda: envelope(2, model={"weights": [1, 2]}), "no predict_one"),
         (lambda: envelope(1), "not newer"),
     ],
-    ids=["bad-checksum", "bad-signature", "unsigned", "runtime-mismatch", "unknown-format", "not-a-model", "same-version"],
+    ids=[
+        "bad-checksum",
+        "bad-signature",
+        "unsigned",
+        "runtime-mismatch",
+        "unknown-format",
+        "not-a-model",
+        "same-version",
+    ],
 )
 def test_refused_envelopes_leave_the_last_good_model_serving(slot: ModelSlot, make_bad: Any, reason: str) -> None:
     assert not slot.offer(make_bad(), offset=7)
@@ -114,7 +124,7 @@ def test_an_older_version_is_refused_after_a_newer_one(slot: ModelSlot) -> None:
 
 
 def test_runtime_mismatch_can_be_allowed_explicitly() -> None:
-    lenient = ModelSlot("m", allow_runtime_mismatch=True)
+    lenient = ModelSlot("m", TrustPolicy(allow_runtime_mismatch=True))
     assert lenient.offer(dataclasses.replace(envelope(1, key=None), runtime={"python": "2.7.18"}))
 
 
@@ -124,7 +134,7 @@ def test_another_models_envelopes_are_ignored_not_refused(slot: ModelSlot) -> No
 
 
 def test_start_up_loads_the_newest_valid_version_and_falls_back() -> None:
-    fresh = ModelSlot("m", signing_key=KEY)
+    fresh = ModelSlot("m", TrustPolicy(signing_key=KEY))
     candidates = [(0, envelope(1)), (1, envelope(2)), (2, flip_payload_byte(envelope(3)))]
     assert fresh.load_newest(reversed(candidates))
     assert fresh.version == 2 and fresh.swaps == 1
@@ -162,7 +172,12 @@ def test_readers_never_see_an_error_during_swaps(slot: ModelSlot) -> None:
             assert slot.offer(update)
             # Hand the GIL to the readers until one has served this version, so
             # reads really interleave with swaps even on a loaded machine.
-            eventually(lambda: update.version in answers, timeout=10, interval=0.0005, what=f"a read of v{update.version}")
+            eventually(
+                lambda update=update: update.version in answers,
+                timeout=10,
+                interval=0.0005,
+                what=f"a read of v{update.version}",
+            )
     finally:
         done.set()
     for t in readers:
@@ -231,7 +246,7 @@ def test_an_authentic_older_version_is_reported_as_a_regression_not_swapped(
 
 
 def test_a_payload_that_breaks_loading_is_refused_and_the_next_candidate_loads() -> None:
-    fresh = ModelSlot("m", signing_key=KEY)
+    fresh = ModelSlot("m", TrustPolicy(signing_key=KEY))
     assert fresh.load_newest([(0, envelope(1)), (1, envelope(2, model=BrokenAttribute()))])
     assert fresh.version == 1
     [(offset, version, reason)] = fresh.refused
@@ -320,9 +335,10 @@ def topic(monkeypatch: pytest.MonkeyPatch) -> FakeTopic:
     import consumers.subscriber as subscriber_module
 
     fake = FakeTopic()
-    monkeypatch.setattr(subscriber_module, "partitions_of", lambda *_, **__: [0])
+    # The Kafka side of the subscriber, faked: one partition, read and followed in memory.
+    monkeypatch.setattr(Cluster, "partitions", lambda self, *_, **__: [0])
     monkeypatch.setattr(subscriber_module, "read_to_end", fake.read_to_end)
-    monkeypatch.setattr(subscriber_module, "make_consumer", fake.consumer)
+    monkeypatch.setattr(Cluster, "consumer", lambda self, *_, **__: fake.consumer())
     monkeypatch.setattr(subscriber_module, "_RETRY_INITIAL_SECONDS", 0.01)
     return fake
 
@@ -417,7 +433,9 @@ def test_stop_that_times_out_keeps_the_thread_and_start_refuses_to_double_it(top
     assert subscriber.wait_for_version(1, timeout=10)
 
 
-def test_catch_up_stops_reading_when_stopped(topic: FakeTopic, subscriber: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_catch_up_stops_reading_when_stopped(
+    topic: FakeTopic, subscriber: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import consumers.subscriber as subscriber_module
 
     read: list[int] = []

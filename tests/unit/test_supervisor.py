@@ -8,8 +8,7 @@ import pytest
 
 from streamml.config import load_settings
 from streamml.errors import ComponentError
-from streamml.supervisor import Supervisor
-
+from streamml_cli.orchestration.supervisor import Supervisor
 from tests.conftest import eventually
 
 

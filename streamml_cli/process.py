@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from streamml.cli.options import connection_options, settings_from
-from streamml.kafka import wait_for_broker
+from streamml.cluster import Cluster
+from streamml_cli.options import connection_options, settings_from
 
 __all__ = ["COMMANDS"]
 
@@ -42,7 +42,7 @@ def process(
     settings = settings_from(bootstrap_servers=bootstrap_servers, namespace=namespace, schema_path=schema_path)
     event_schema = AvroSchema.from_file(settings.schema_path)
     writers = [AvroSchema.from_file(path) for path in writer_schemas]
-    wait_for_broker(settings, timeout=15)
+    Cluster(settings).wait_ready(timeout=15)
     run_worker(settings, event_schema=event_schema, writer_schemas=writers)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from streamml.broker import EmbeddedBroker
-from streamml.cli.options import settings_from
+from streamml_cli.options import settings_from
 
 __all__ = ["COMMANDS"]
 
@@ -20,7 +20,9 @@ def _broker(port: int | None) -> EmbeddedBroker:
     return EmbeddedBroker(port=settings.broker_port, home=settings.home)
 
 
-_port = click.option("--port", type=int, default=None, help="Port to listen on [env STREAMML_BROKER_PORT, default 9092].")
+_port = click.option(
+    "--port", type=int, default=None, help="Port to listen on [env STREAMML_BROKER_PORT, default 9092]."
+)
 
 
 @broker_group.command("start")

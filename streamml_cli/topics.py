@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import click
 
-from streamml.cli.options import connection_options, settings_from
-from streamml.kafka import create_topics, describe_topics, wait_for_broker
-from streamml.topics import Topics
+from streamml.cluster import Cluster
+from streamml_cli.options import connection_options, settings_from
 
 __all__ = ["COMMANDS"]
 
@@ -22,10 +21,10 @@ def topics_group() -> None:
 def create(bootstrap_servers: str | None, namespace: str | None, partitions: int | None) -> None:
     """Create every pipeline topic; topics that exist are left as they are."""
     settings = settings_from(bootstrap_servers=bootstrap_servers, namespace=namespace, partitions=partitions)
-    wait_for_broker(settings, timeout=15)
-    topics = Topics.from_settings(settings)
-    specs = topics.specs(settings)
-    outcome = create_topics(settings, specs)
+    cluster = Cluster(settings)
+    cluster.wait_ready(timeout=15)
+    specs = cluster.topics.specs(settings)
+    outcome = cluster.create_topics(specs)
     for spec in specs:
         click.echo(f"{outcome[spec.name]:8} {spec.name} (partitions={spec.partitions})")
 
@@ -35,9 +34,10 @@ def create(bootstrap_servers: str | None, namespace: str | None, partitions: int
 def list_(bootstrap_servers: str | None, namespace: str | None) -> None:
     """Show which pipeline topics exist and their partition counts."""
     settings = settings_from(bootstrap_servers=bootstrap_servers, namespace=namespace)
-    wait_for_broker(settings, timeout=10)
-    names = Topics.from_settings(settings).all()
-    found = describe_topics(settings, names)
+    cluster = Cluster(settings)
+    cluster.wait_ready(timeout=10)
+    names = cluster.topics.all()
+    found = cluster.partition_counts(names)
     for name in names:
         click.echo(f"{name}: {found[name]} partitions" if name in found else f"{name}: missing")
 

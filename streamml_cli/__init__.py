@@ -26,7 +26,7 @@ def cli() -> None:
 
 def _register() -> None:
     # Imported here so each module can import ``cli`` without a cycle.
-    from streamml.cli import broker, demo, lag, learn, process, produce, score, serve, topics
+    from streamml_cli import broker, demo, lag, learn, process, produce, score, serve, topics
 
     for module in (broker, topics, produce, process, learn, score, serve, lag, demo):
         for command in module.COMMANDS:

@@ -10,9 +10,9 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from streamml.cli.options import connection_options, settings_from
 from streamml.config import Settings
-from streamml.demo import DemoOptions, DemoProgress, DemoResult, run_demo
+from streamml_cli.options import connection_options, settings_from
+from streamml_cli.orchestration.demo import DemoOptions, DemoProgress, DemoResult, run_demo
 
 __all__ = ["COMMANDS"]
 
@@ -51,8 +51,11 @@ def _summary(result: DemoResult, console: Console) -> None:
     table.add_row("quarantined (dead letters)", f"{s.quarantined:,}" + (f" ({reasons})" if reasons else ""))
     table.add_row("predictions", f"{s.predictions:,} by {len(s.versions_scored)} model versions")
     if s.versions:
-        table.add_row("model versions published", f"{len(s.versions)} (v{s.versions[0].version}..v{s.versions[-1].version})")
-        table.add_row("learner accuracy", f"{_pct(s.latest.accuracy)} progressive, {_pct(s.latest.rolling_accuracy)} last 1k")
+        first, latest = s.versions[0], s.versions[-1]
+        table.add_row("model versions published", f"{len(s.versions)} (v{first.version}..v{latest.version})")
+        table.add_row(
+            "learner accuracy", f"{_pct(latest.accuracy)} progressive, {_pct(latest.rolling_accuracy)} last 1k"
+        )
     table.add_row("scorer accuracy", f"{_pct(s.scorer_accuracy)} overall, {_pct(s.scorer_rolling)} last 1k")
     table.add_row("SDK subscriber", f"v{result.sdk_version}, {result.sdk_swaps} swaps, {result.sdk_refused} refused")
     for group in result.lag:
@@ -81,13 +84,31 @@ def _interrupt(signum: int, frame: object) -> None:
 @click.command("demo")
 @connection_options
 @click.option("--events", type=click.IntRange(min=100), default=20_000, show_default=True, help="Events to stream.")
-@click.option("--rate", type=float, default=1000.0, show_default=True, help="Events per second (0: as fast as possible).")
-@click.option("--bad-fraction", type=click.FloatRange(0, 0.5), default=0.02, show_default=True, help="Share of malformed events injected.")
-@click.option("--publish-every", type=int, default=None, help="Publish a model version every N learned events [default 2000].")
-@click.option("--publish-every-seconds", type=float, default=5.0, show_default=True, help="... or every T seconds with something new learned.")
+@click.option(
+    "--rate", type=float, default=1000.0, show_default=True, help="Events per second (0: as fast as possible)."
+)
+@click.option(
+    "--bad-fraction",
+    type=click.FloatRange(0, 0.5),
+    default=0.02,
+    show_default=True,
+    help="Share of malformed events injected.",
+)
+@click.option(
+    "--publish-every", type=int, default=None, help="Publish a model version every N learned events [default 2000]."
+)
+@click.option(
+    "--publish-every-seconds",
+    type=float,
+    default=5.0,
+    show_default=True,
+    help="... or every T seconds with something new learned.",
+)
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--port", type=int, default=None, help="Port for the embedded broker [default: a free one].")
-@click.option("--timeout", type=float, default=600.0, show_default=True, help="Give up if the pipeline has not drained by then.")
+@click.option(
+    "--timeout", type=float, default=600.0, show_default=True, help="Give up if the pipeline has not drained by then."
+)
 def demo(
     bootstrap_servers: str | None,
     namespace: str | None,

@@ -10,19 +10,32 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from streamml.cli.options import connection_options, settings_from, stop_on_signals
-from streamml.kafka import wait_for_broker
+from streamml.cluster import Cluster
 from streamml.registry import VersionRecord, read_versions
-from streamml.topics import Topics
+from streamml_cli.options import connection_options, settings_from, stop_on_signals
 
 __all__ = ["COMMANDS", "stop_on_signals"]
 
 
 @click.command("learn")
 @connection_options
-@click.option("--model-spec", default=None, help="Model to train: logistic, hoeffding, naive_bayes, perceptron [env STREAMML_MODEL_SPEC].")
-@click.option("--publish-every-events", type=int, default=None, help="Publish after this many learned events [env STREAMML_PUBLISH_EVERY_EVENTS].")
-@click.option("--publish-every-seconds", type=float, default=None, help="... or after this many seconds [env STREAMML_PUBLISH_EVERY_SECONDS].")
+@click.option(
+    "--model-spec",
+    default=None,
+    help="Model to train: logistic, hoeffding, naive_bayes, perceptron [env STREAMML_MODEL_SPEC].",
+)
+@click.option(
+    "--publish-every-events",
+    type=int,
+    default=None,
+    help="Publish after this many learned events [env STREAMML_PUBLISH_EVERY_EVENTS].",
+)
+@click.option(
+    "--publish-every-seconds",
+    type=float,
+    default=None,
+    help="... or after this many seconds [env STREAMML_PUBLISH_EVERY_SECONDS].",
+)
 @click.option("--max-events", type=int, default=None, help="Stop after consuming this many feature records.")
 def learn(
     bootstrap_servers: str | None,
@@ -98,15 +111,16 @@ def _row(record: VersionRecord) -> list[str]:
 def list_(bootstrap_servers: str | None, namespace: str | None, model_name: str | None, as_json: bool) -> None:
     """List every version on the models topic, and whether subscribers would accept it."""
     settings = settings_from(bootstrap_servers=bootstrap_servers, namespace=namespace)
-    wait_for_broker(settings, timeout=10)
-    records = read_versions(settings, model_name=model_name)
+    cluster = Cluster(settings)
+    cluster.wait_ready(timeout=10)
+    records = read_versions(cluster, model_name=model_name)
     if as_json:
         click.echo(json.dumps([r.as_dict() for r in records], indent=2))
         return
     names = sorted({r.model_name or "?" for r in records})
     # One model (the usual case) goes in the title, so the table fits 80 columns.
     several = len(names) > 1
-    title = f"models on {Topics.from_settings(settings).models}" + ("" if several else f": {', '.join(names)}")
+    title = f"models on {cluster.topics.models}" + ("" if several else f": {', '.join(names)}")
     table = Table(title=title)
     columns = ["version", "created (UTC)", "learned", "accuracy", "rolling", "bytes", "sha256", "signed", "status"]
     for column in (["model"] if several else []) + columns:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sized
 from pathlib import Path
+from typing import cast
 
 import click
 from rich.console import Console
@@ -15,10 +17,9 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from streamml.cli.options import connection_options, settings_from
+from streamml.cluster import Cluster
 from streamml.errors import KafkaClientError
-from streamml.kafka import describe_topics, wait_for_broker
-from streamml.topics import Topics
+from streamml_cli.options import connection_options, settings_from
 
 __all__ = ["COMMANDS"]
 
@@ -40,7 +41,10 @@ __all__ = ["COMMANDS"]
 @click.option("--topic", default=None, help="Topic to write to [default: the namespace's events.raw.v1].")
 @click.option(
     "--bad-fraction", type=click.FloatRange(0, 1), default=0.0, show_default=True, metavar="F",
-    help="Synthetic only: fraction of events made bad on purpose (NaN, out of range, null, unknown category, corrupt bytes).",
+    help=(
+        "Synthetic only: fraction of events made bad on purpose "
+        "(NaN, out of range, null, unknown category, corrupt bytes)."
+    ),
 )
 @click.option("--seed", type=int, default=42, show_default=True, help="Synthetic only: random seed.")
 @click.option(
@@ -68,12 +72,13 @@ def produce_command(
     settings = settings_from(bootstrap_servers=bootstrap_servers, namespace=namespace, schema_path=schema_path)
     # Open the source first: a bad path or a missing column fails before any connection.
     source = open_source(source_spec, settings, length=limit, seed=seed, bad_fraction=bad_fraction)
-    target = topic or Topics.from_settings(settings).raw_events
-    wait_for_broker(settings, timeout=15)
-    if target not in describe_topics(settings, [target]):
+    cluster = Cluster(settings)
+    target = topic or cluster.topics.raw_events
+    cluster.wait_ready(timeout=15)
+    if target not in cluster.partition_counts([target]):
         raise KafkaClientError(f"topic {target} does not exist; create it with 'streamml topics create'")
 
-    total = limit if limit is not None else (len(source) if hasattr(source, "__len__") else None)
+    total = limit if limit is not None else (len(cast(Sized, source)) if hasattr(source, "__len__") else None)
     console = Console(stderr=True)
     # Without a terminal (CI, pipes) rich would print the final bar on stderr;
     # the summary line on stdout says the same, and stderr stays for errors.

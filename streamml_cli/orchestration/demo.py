@@ -18,13 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from streamml.broker import EmbeddedBroker
+from streamml.cluster import Cluster
 from streamml.config import Settings
 from streamml.errors import StreamMLError
-from streamml.kafka import create_topics, wait_for_broker
-from streamml.lag import GroupLag
-from streamml.monitor import PipelineMonitor, PipelineSnapshot
-from streamml.supervisor import Supervisor
-from streamml.topics import Groups, Topics
+from streamml.lag import GroupLag, pipeline_lag
+from streamml_cli.orchestration.monitor import PipelineMonitor, PipelineSnapshot
+from streamml_cli.orchestration.supervisor import Supervisor
 
 __all__ = ["DemoOptions", "DemoResult", "DemoProgress", "run_demo"]
 
@@ -77,7 +76,8 @@ class DemoResult:
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]  # an AF_INET address: (host, port)
+        return port
 
 
 def run_demo(
@@ -114,22 +114,21 @@ def _run(
     started: float,
     on_progress: Callable[[DemoProgress], None],
 ) -> DemoResult:
-    from consumers import ModelSubscriber  # the SDK an application would use
-    from streamml.cli.lag import pipeline_lag
+    from consumers import ModelSubscriber  # the SDK an application would use; deferred: keeps --help light
 
-    wait_for_broker(settings, timeout=30)
-    topics = Topics.from_settings(settings)
-    create_topics(settings, topics.specs(settings))
+    cluster = Cluster(settings)
+    cluster.wait_ready(timeout=30)
+    cluster.create_topics(cluster.topics.specs(settings))
     deadline = started + options.timeout
-    learner_group = Groups.from_settings(settings).learner
+    learner_group = cluster.groups.learner
 
     def progress(stage: str, snapshot: PipelineSnapshot, lag: list[GroupLag] | None = None) -> None:
         on_progress(
             DemoProgress(stage, time.monotonic() - started, snapshot, lag or [], subscriber.version, subscriber.swaps)
         )
 
-    subscriber = ModelSubscriber(settings)
-    monitor = PipelineMonitor(settings)
+    subscriber = ModelSubscriber(cluster)
+    monitor = PipelineMonitor(cluster)
     with Supervisor(settings, run_dir) as supervisor, subscriber:
         supervisor.start("processor", ["process"])
         supervisor.start("learner", ["learn"])
@@ -147,7 +146,7 @@ def _run(
             snapshot = monitor.poll()
             now = time.monotonic()
             if now - last_lag > 2.0:
-                lag = pipeline_lag(settings)
+                lag = pipeline_lag(cluster)
                 last_lag = now
             producer_done = supervisor.components["producer"].exit_code == 0
             drained = (
@@ -157,7 +156,7 @@ def _run(
                 and snapshot.predictions == snapshot.features
             )
             if drained:
-                lag = pipeline_lag(settings)
+                lag = pipeline_lag(cluster)
                 last_lag = now
                 # The learner commits its input offsets only with the model
                 # version that learned them; its last ones land with the final
@@ -185,8 +184,8 @@ def _run(
         exit_codes.update(supervisor.stop_all())
     monitor.close()
     # Offsets are committed on shutdown: lag after it is the honest final figure.
-    lag = pipeline_lag(settings)
-    snapshot = _final_snapshot(settings)
+    lag = pipeline_lag(cluster)
+    snapshot = _final_snapshot(cluster)
     checks = _checks(snapshot, lag, exit_codes, subscriber, final_version, options)
     return DemoResult(
         snapshot=snapshot,
@@ -202,9 +201,9 @@ def _run(
     )
 
 
-def _final_snapshot(settings: Settings, timeout: float = 60.0) -> PipelineSnapshot:
+def _final_snapshot(cluster: Cluster, timeout: float = 60.0) -> PipelineSnapshot:
     """Read every output topic once more from the start, so the summary is what the topics hold."""
-    monitor = PipelineMonitor(settings)
+    monitor = PipelineMonitor(cluster)
     deadline = time.monotonic() + timeout
     try:
         while True:
@@ -229,7 +228,9 @@ def _checks(
         "every event is in features or dead letters": snapshot.features + snapshot.quarantined == snapshot.produced,
         "every feature vector was scored": snapshot.predictions == snapshot.features,
         "several model versions were published": len(snapshot.versions) >= 2,
-        "versions increase": all(a.version < b.version for a, b in zip(snapshot.versions, snapshot.versions[1:])),
+        "versions increase": all(
+            a.version < b.version for a, b in zip(snapshot.versions, snapshot.versions[1:], strict=False)
+        ),
         "the scorer used several versions": len(snapshot.versions_scored) >= 2,
         "the SDK subscriber swapped to the final version": final_version is not None
         and subscriber.version == final_version,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from streamml.cli.options import connection_options, settings_from, stop_on_signals
 from streamml.topics import Topics
+from streamml_cli.options import connection_options, settings_from, stop_on_signals
 
 __all__ = ["COMMANDS"]
 

@@ -9,25 +9,28 @@ topic. It uses ``assign()`` (no consumer group), so watching never adds lag.
 
 from __future__ import annotations
 
-import uuid
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from typing import cast
 
-from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
 
-from streamml.config import Settings
-from streamml.dead_letters import DLQ_PREFIX
+from streamml.cluster import Cluster
 from streamml.envelope import decode_envelope
 from streamml.errors import EnvelopeError, SerializationError
-from streamml.kafka import make_consumer
 from streamml.lag import log_end_offsets
-from streamml.reader import partitions_of
-from streamml.serde import AvroSerde, bundled_schema, header_value
-from streamml.topics import Topics
+from streamml.records import DeadLetterReason, Prediction, RecordCodec
+from streamml.serde import Headers
 
 __all__ = ["PipelineSnapshot", "PipelineMonitor", "ModelVersionSeen"]
 
 _ROLLING = 1000
+
+
+def _headers(message: Message) -> Headers:
+    # A consumed record's headers are (name, bytes or None) pairs, or None; the stub's
+    # HeadersType also covers the forms produce() accepts.
+    return cast(Headers, message.headers())
 
 
 @dataclass(frozen=True)
@@ -68,20 +71,22 @@ class PipelineSnapshot:
 class PipelineMonitor:
     """Incrementally reads the pipeline's output topics; call :meth:`poll` often."""
 
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._topics = Topics.from_settings(settings)
-        self._predictions = AvroSerde(bundled_schema("prediction.avsc"))
-        self._consumer = make_consumer(
-            settings, f"streamml.monitor.{uuid.uuid4().hex}", **{"enable.auto.commit": False}
+    def __init__(self, cluster: Cluster) -> None:
+        self._cluster = cluster
+        self._topics = cluster.topics
+        self._predictions = RecordCodec(Prediction)
+        self._consumer = cluster.consumer("monitor", **{"fetch.wait.max.ms": cluster.settings.fetch_wait_max_ms})
+        topics = self._topics
+        counts = cluster.partition_counts(
+            [topics.models, topics.predictions, topics.dead_letters, topics.raw_events, topics.features]
         )
-        watched = [self._topics.models, self._topics.predictions, self._topics.dead_letters]
+        watched = [topics.models, topics.predictions, topics.dead_letters]
         self._consumer.assign(
-            [TopicPartition(t, p, OFFSET_BEGINNING) for t in watched for p in partitions_of(settings, t)]
+            [TopicPartition(t, p, OFFSET_BEGINNING) for t in watched for p in range(counts.get(t, 0))]
         )
         self._counted = {
-            t: partitions_of(settings, t)
-            for t in (self._topics.raw_events, self._topics.features, self._topics.dead_letters, self._topics.predictions)
+            t: list(range(counts.get(t, 0)))
+            for t in (topics.raw_events, topics.features, topics.dead_letters, topics.predictions)
         }
         self._recent: deque[bool] = deque(maxlen=_ROLLING)
         self.snapshot = PipelineSnapshot()
@@ -99,7 +104,7 @@ class PipelineMonitor:
                 if message.error() is None:
                     self._take(message)
         ends = log_end_offsets(
-            self._settings, [(t, p) for t, parts in self._counted.items() for p in parts], timeout=5.0
+            self._cluster, [(t, p) for t, parts in self._counted.items() for p in parts], timeout=5.0
         )
         total = Counter[str]()
         for (topic, _), end in ends.items():
@@ -111,18 +116,17 @@ class PipelineMonitor:
         snap.predictions = total[self._topics.predictions]
         return snap
 
-    def _take(self, message: object) -> None:
-        topic = message.topic()  # type: ignore[attr-defined]
+    def _take(self, message: Message) -> None:
+        topic = message.topic()
         if topic == self._topics.dead_letters:
-            rule = header_value(message.headers(), DLQ_PREFIX + "rule")  # type: ignore[attr-defined]
-            self.snapshot.quarantine_rules[rule.decode(errors="replace") if rule else "unknown"] += 1
+            self.snapshot.quarantine_rules[DeadLetterReason.rule_of(_headers(message)) or "unknown"] += 1
         elif topic == self._topics.models:
             try:
-                env = decode_envelope(message.value(), message.headers())  # type: ignore[attr-defined]
+                env = decode_envelope(message.value(), _headers(message))
             except EnvelopeError:
                 self.undecodable += 1
                 return
-            if env.model_name == self._settings.model_name:
+            if env.model_name == self._cluster.settings.model_name:
                 self.snapshot.versions.append(
                     ModelVersionSeen(
                         env.version,
@@ -134,14 +138,14 @@ class PipelineMonitor:
                 )
         elif topic == self._topics.predictions:
             try:
-                record = self._predictions.decode(message.value(), message.headers())  # type: ignore[attr-defined]
+                record = self._predictions.decode(message.value(), _headers(message))
             except SerializationError:
                 self.undecodable += 1
                 return
             snap = self.snapshot
-            snap.versions_scored[record["model_version"]] += 1
-            if record["label"] is not None and record["prediction"] is not None:
-                correct = _same(record["prediction"], record["label"])
+            snap.versions_scored[record.model_version] += 1
+            if record.label is not None and record.prediction is not None:
+                correct = _same(record.prediction, record.label)
                 snap.scorer_labelled += 1
                 snap.scorer_correct += correct
                 self._recent.append(correct)

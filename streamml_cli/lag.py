@@ -8,31 +8,11 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from streamml.cli.options import connection_options, settings_from
-from streamml.config import Settings
-from streamml.kafka import wait_for_broker
-from streamml.lag import GroupLag, consumer_lag, list_groups
-from streamml.topics import Groups, Topics
+from streamml.cluster import Cluster
+from streamml.lag import pipeline_lag
+from streamml_cli.options import connection_options, settings_from
 
-__all__ = ["COMMANDS", "pipeline_lag"]
-
-
-def pipeline_lag(settings: Settings, only: str | None = None, timeout: float = 10.0) -> list[GroupLag]:
-    """Lag of the pipeline's groups (or only ``only``), each over the topics it reads."""
-    topics = Topics.from_settings(settings)
-    groups = Groups.from_settings(settings)
-    reads = {
-        groups.processor: [topics.raw_events],
-        groups.learner: [topics.features],
-        groups.scorer: [topics.features],
-    }
-    if only:
-        names = [only]
-    else:
-        prefix = settings.topic("streamml.")
-        extra = [g for g in list_groups(settings, timeout) if g.startswith(prefix) and ".lag-probe." not in g]
-        names = sorted(set(groups.all()) | set(extra))
-    return consumer_lag(settings, names, topics={g: reads.get(g, []) for g in names}, timeout=timeout)
+__all__ = ["COMMANDS"]
 
 
 @click.command("lag")
@@ -42,10 +22,12 @@ def pipeline_lag(settings: Settings, only: str | None = None, timeout: float = 1
 def lag(bootstrap_servers: str | None, namespace: str | None, group: str | None, as_json: bool) -> None:
     """Print committed offset, log-end offset and lag per group and partition."""
     settings = settings_from(bootstrap_servers=bootstrap_servers, namespace=namespace)
-    wait_for_broker(settings, timeout=10)
-    report = pipeline_lag(settings, group)
+    cluster = Cluster(settings)
+    cluster.wait_ready(timeout=10)
+    report = pipeline_lag(cluster, group)
     if as_json:
-        click.echo(json.dumps({"groups": [g.as_dict() for g in report], "total_lag": sum(g.total for g in report)}, indent=2))
+        payload = {"groups": [g.as_dict() for g in report], "total_lag": sum(g.total for g in report)}
+        click.echo(json.dumps(payload, indent=2))
         return
     table = Table(title="consumer lag", show_lines=False)
     for column in ("group", "topic", "partition", "committed", "log end", "lag"):

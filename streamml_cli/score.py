@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from streamml.cli.options import connection_options, settings_from, stop_on_signals
+from streamml_cli.options import connection_options, settings_from, stop_on_signals
 
 __all__ = ["COMMANDS"]
 
@@ -26,7 +26,9 @@ def score(bootstrap_servers: str | None, namespace: str | None, max_events: int 
         def swapped(old: int | None, new: int, env: dict[str, Any]) -> None:
             was = "" if old is None else f"was v{old}, "
             accuracy = env["metrics"].get("accuracy", 0.0)
-            click.echo(f"serving {env['model_name']} v{new} ({was}n_learned={env['n_learned']}, accuracy={accuracy:.3f})")
+            click.echo(
+                f"serving {env['model_name']} v{new} ({was}n_learned={env['n_learned']}, accuracy={accuracy:.3f})"
+            )
 
         scorer.subscriber.on_swap(swapped)
         click.echo(f"waiting for a version of {settings.model_name} on {scorer.subscriber.topic}; Ctrl-C to stop")

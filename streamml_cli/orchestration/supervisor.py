@@ -61,7 +61,7 @@ class Supervisor:
         log_path = self.run_dir / f"{name}.log"
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "streamml", *args],
+                [sys.executable, "-m", "streamml_cli", *args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

@@ -1,3 +1,0 @@
-from streamml.cli import main
-
-main()

@@ -1,0 +1,192 @@
+"""One handle on the Kafka cluster: settings, names, one admin client, short-lived consumers.
+
+Readers of the cluster (lag, the topic reader, the registry, the monitor, the
+model subscriber) take a :class:`Cluster` instead of :class:`Settings`, so one
+process asks metadata through one admin client instead of building a client
+per call, and every short-lived consumer gets a namespaced group id from
+:class:`~streamml.topics.Groups`. Build one per process at the entry point::
+
+    cluster = Cluster(load_settings())
+    cluster.wait_ready()
+    cluster.create_topics(cluster.topics.specs(cluster.settings))
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # public, re-exported without __all__
+
+from streamml.config import Settings
+from streamml.errors import BrokerError, KafkaClientError
+from streamml.kafka import connection_config, describe_error, make_admin, make_consumer, make_producer
+from streamml.topics import Groups, Topics, TopicSpec
+
+__all__ = ["Cluster"]
+
+logger = logging.getLogger(__name__)
+
+#: How often topic creation re-reads metadata while it waits for new topics to show.
+_CREATE_POLL_SECONDS = 0.05
+
+
+class Cluster:
+    """The cluster one pipeline (one namespace) runs on.
+
+    Thread-safe: the admin client is created once, lazily, under a lock, and
+    librdkafka's admin client may be shared between threads. Consumers made
+    here are the caller's to close.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.topics = Topics.from_settings(settings)
+        self.groups = Groups.from_settings(settings)
+        self._admin: AdminClient | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def of(cls, target: Settings | Cluster) -> Cluster:
+        """Return ``target`` if it is a cluster, else a new cluster for those settings."""
+        return target if isinstance(target, Cluster) else cls(target)
+
+    def __repr__(self) -> str:
+        return f"Cluster({self.settings.bootstrap_servers!r}, namespace={self.settings.namespace!r})"
+
+    # -- clients -----------------------------------------------------------
+    @property
+    def admin(self) -> AdminClient:
+        """The cluster's one admin client, created on first use."""
+        with self._lock:
+            if self._admin is None:
+                self._admin = make_admin(self.settings)
+            return self._admin
+
+    def consumer(self, purpose: str, **overrides: Any) -> Consumer:
+        """A short-lived consumer that commits nothing, in a fresh group named for ``purpose``.
+
+        Use it with ``assign()``: such readers need no group coordination
+        (and ``subscribe()`` would wait for a first group join, see
+        ``docs/embedded-broker.md#first-group-join``).
+        """
+        config: dict[str, Any] = {"enable.auto.commit": False, "fetch.wait.max.ms": 10}
+        config.update(overrides)
+        return make_consumer(self.settings, self.groups.ephemeral(purpose), **config)
+
+    def group_consumer(self, group_id: str, **overrides: Any) -> Consumer:
+        """A consumer in a component's own group (at-least-once set-up, see :func:`make_consumer`)."""
+        return make_consumer(self.settings, group_id, **overrides)
+
+    def producer(self, **overrides: Any) -> Producer:
+        """An idempotent producer (see :func:`streamml.kafka.make_producer`)."""
+        return make_producer(self.settings, **overrides)
+
+    # -- metadata ----------------------------------------------------------
+    def partition_counts(self, names: Iterable[str], timeout: float = 10.0) -> dict[str, int]:
+        """Return ``{topic: partition count}`` for those of ``names`` that exist.
+
+        One metadata request for all of them; a topic the broker reports with
+        an error (e.g. unknown) is absent from the answer.
+        """
+        wanted = set(names)
+        if not wanted:
+            return {}
+        try:
+            metadata = self.admin.list_topics(timeout=timeout)
+        except KafkaException as exc:
+            raise KafkaClientError(f"cannot read cluster metadata: {describe_error(exc)}") from exc
+        return {
+            name: len(meta.partitions)
+            for name, meta in metadata.topics.items()
+            if name in wanted and meta.error is None
+        }
+
+    def partitions(self, topic: str, timeout: float = 10.0) -> list[int]:
+        """Return the partition ids of ``topic`` (empty if it does not exist)."""
+        return list(range(self.partition_counts([topic], timeout).get(topic, 0)))
+
+    def list_groups(self, timeout: float = 10.0) -> list[str]:
+        """Return the ids of all consumer groups the cluster knows."""
+        try:
+            result = self.admin.list_consumer_groups(request_timeout=timeout).result()
+        except KafkaException as exc:
+            raise KafkaClientError(f"cannot list consumer groups: {describe_error(exc)}") from exc
+        return sorted(g.group_id for g in result.valid)
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Block until the cluster answers a metadata request, or raise :class:`BrokerError`."""
+        # A probe expects refused connections; librdkafka's log line for each is noise.
+        try:
+            probe = AdminClient({**connection_config(self.settings), "log_level": 0})
+        except KafkaException as exc:
+            raise KafkaClientError(f"cannot create admin client: {describe_error(exc)}") from exc
+        deadline = time.monotonic() + timeout
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            try:
+                probe.list_topics(timeout=min(2.0, max(0.1, deadline - time.monotonic())))
+                return
+            except KafkaException as exc:
+                last = exc
+        raise BrokerError(
+            f"no Kafka broker answered at {self.settings.bootstrap_servers} within {timeout:g}s"
+            + (f" ({describe_error(last)})" if last else "")
+            + "; start one with 'streamml broker start' or set STREAMML_BOOTSTRAP_SERVERS"
+        )
+
+    def create_topics(self, specs: Iterable[TopicSpec], timeout: float = 30.0) -> dict[str, str]:
+        """Create topics idempotently and wait until metadata shows all of them.
+
+        Returns ``{topic: "created" | "exists"}``. An existing topic with a
+        different partition count is reported, not changed.
+        """
+        specs = list(specs)
+        names = [s.name for s in specs]
+        existing = self.partition_counts(names, timeout=timeout)
+        outcome: dict[str, str] = {}
+        new = []
+        for spec in specs:
+            if spec.name in existing:
+                outcome[spec.name] = "exists"
+                if existing[spec.name] != spec.partitions:
+                    logger.warning(
+                        "topic %s exists with %d partitions, expected %d; left unchanged",
+                        spec.name, existing[spec.name], spec.partitions,
+                    )
+            else:
+                new.append(
+                    NewTopic(
+                        spec.name,
+                        num_partitions=spec.partitions,
+                        replication_factor=self.settings.replication_factor,
+                        config=dict(spec.config),
+                    )
+                )
+        if new:
+            for name, future in self.admin.create_topics(new, request_timeout=timeout).items():
+                try:
+                    future.result()
+                    outcome[name] = "created"
+                except KafkaException as exc:
+                    error = exc.args[0]
+                    if isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                        outcome[name] = "exists"  # created concurrently by another process
+                    else:
+                        raise KafkaClientError(f"cannot create topic {name}: {describe_error(exc)}") from exc
+        # Creation is asynchronous on the broker; wait until every topic is
+        # visible so the first produce does not race the metadata.
+        deadline = time.monotonic() + timeout
+        while True:
+            visible = self.partition_counts(names, timeout=timeout)
+            if len(visible) == len(names):
+                break
+            if time.monotonic() > deadline:
+                missing = sorted(set(names) - set(visible))
+                raise KafkaClientError(f"topics not visible after {timeout:g}s: {', '.join(missing)}")
+            time.sleep(_CREATE_POLL_SECONDS)  # the condition is re-checked each turn
+        return {s.name: outcome[s.name] for s in specs}

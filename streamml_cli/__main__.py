@@ -1,0 +1,3 @@
+from streamml_cli import main
+
+main()
