@@ -36,14 +36,16 @@ from consumers.swap import ModelSlot
 from model_publisher import catalog
 from model_publisher.learner import OnlineLearner
 from stream_processors.pipeline import BatchProcessor, SourceRecord
-from streamml.envelope import TrustPolicy, seal
+from streamml.envelope import seal
 from streamml.serde import AvroSerde
+from streamml.signing import Keyring, SigningKey
+from streamml.trust import TrustPolicy
 
 __all__ = ["Scale", "FULL", "QUICK", "Case", "CASES"]
 
 #: Records per batch in the batched side of ``processor_batch``.
 BATCH_SIZE = 500
-_SIGNING_KEY = "benchmark-key"
+_SIGNER = SigningKey.generate()
 
 
 @dataclass(frozen=True)
@@ -155,9 +157,10 @@ def _subscriber_predict(scale: Scale) -> Pair:
         model_name="bench",
         version=1,
         flavor=catalog.FLAVOR,
-        signing_key=_SIGNING_KEY,
+        signer=_SIGNER,
+        golden_inputs=[x for x, _ in rows[:8]],
     )
-    slot = ModelSlot("bench", TrustPolicy(signing_key=_SIGNING_KEY))
+    slot = ModelSlot("bench", TrustPolicy(keyring=Keyring().with_key(_SIGNER.public_key)))
     if not slot.offer(envelope):
         raise RuntimeError(f"the benchmark model was refused: {slot.refused}")
     model = slot.current().model  # the same object: only the indirection differs

@@ -9,7 +9,8 @@ Endpoints (JSON in, JSON out):
     scored by the same version. ``503`` (with ``Retry-After``) before the
     first model is loaded: there is no default prediction.
 ``GET /model``
-    The serving envelope's summary (version, metrics, created-at, ...).
+    The serving envelope's summary (version, metrics, created-at, signer, ...)
+    and ``serving_mode``: ``latest``, ``pinned`` or ``rolled_back``.
 ``GET /healthz``
     Liveness: the process answers.
 ``GET /readyz``
@@ -101,7 +102,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._not_ready()
                 return
             body = {"ready": True, "model_version": serving.version}
-            self._send(HTTPStatus.OK, dict(serving.envelope) if self.path == "/model" else body)
+            model = {**serving.envelope, "serving_mode": serving.mode}
+            self._send(HTTPStatus.OK, model if self.path == "/model" else body)
         else:
             self._send(HTTPStatus.NOT_FOUND, {"error": f"no such endpoint: GET {self.path}"})
 

@@ -27,7 +27,7 @@ from streamml.cluster import Cluster
 from streamml.config import Settings
 from streamml.errors import DecodeError
 from streamml.kafka import Deliveries, decoded, format_record, produce, store_offsets
-from streamml.records import FeatureVector, Prediction, RecordCodec
+from streamml.records import FeatureVector, Prediction, RecordCodec, avro_label
 
 __all__ = ["StreamScorer", "ScoreReport", "rewind_points"]
 
@@ -46,12 +46,6 @@ class ScoreReport:
     versions: dict[int, int] = field(default_factory=dict)
 
 
-def _avro_scalar(value: Any) -> Any:
-    """Coerce a prediction to a type the Avro union accepts (numpy scalars are not)."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    item = getattr(value, "item", None)  # numpy scalar
-    return item() if callable(item) else str(value)
 
 
 def rewind_points(messages: Iterable[Message]) -> dict[tuple[str, int], int]:
@@ -178,7 +172,7 @@ class StreamScorer:
                         event_time=record.event_time,
                         model_name=self.subscriber.model_name,
                         model_version=serving.version,
-                        prediction=_avro_scalar(prediction),
+                        prediction=avro_label(prediction),
                         probabilities={str(k): float(v) for k, v in proba.items()},
                         label=record.label,
                         scored_at=int(time.time() * 1000),

@@ -10,11 +10,15 @@
 
 A background thread reads the models topic with ``assign()`` and no consumer
 group: every app instance must see every version, and ``assign()`` avoids the
-slow first group join (``docs/embedded-broker.md#first-group-join``). At start it reads the topic to
-its current end (the fetch-response high watermark, see ``streamml.reader``)
-and loads the newest version that verifies; then it follows the topic and
-swaps in each newer version that verifies. Anything else is refused with a
-reason and the current model keeps serving.
+slow first group join (``docs/embedded-broker.md#first-group-join``). At start
+it reads the topic to its current end (the fetch-response high watermark, see
+``streamml.reader``) through a :class:`~streamml.models_topic.ModelsTopicFolder`
+(envelopes, chunks of large models, signed directives), and loads the version
+the topic says to serve: the newest acceptable one, unless a signed rollback
+or pin says otherwise (:mod:`streamml.model_control`). Then it follows the
+topic, swapping in each newer acceptable version and obeying each directive
+as it arrives. Anything else is refused with a reason, logged once, counted
+by reason, and the current model keeps serving.
 
 The thread does not die on bad input: a record that fails in an unexpected
 way is refused (and kept in ``last_error``), and a failing consumer is
@@ -35,27 +39,29 @@ import logging
 import threading
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from consumers.swap import ModelSlot, Refusal, ServingModel, SwapCallback
+from consumers.versions import VersionBook
 from streamml.cluster import Cluster
 from streamml.config import Settings
-from streamml.envelope import ModelEnvelope, TrustPolicy, Verdict, assess, decode_envelope
 from streamml.errors import EnvelopeError, KafkaClientError, StreamMLError
-from streamml.kafka import describe_error, format_record
+from streamml.kafka import describe_error, format_record, record_headers
+from streamml.model_control import ServingState
+from streamml.models_topic import ControlEvent, ModelsTopicFolder, RecordRefused, VersionEvent
 from streamml.reader import read_to_end
+from streamml.trust import TrustPolicy, load_model
 
 __all__ = ["ModelSubscriber"]
 
 logger = logging.getLogger(__name__)
 
-#: Verified start-up candidates kept in memory (newest first) in case the
-#: newest fails to load; older ones are superseded and dropped.
-_FALLBACKS = 8
 _TOPIC_RETRY_SECONDS = 1.0
 #: Backoff after a failure of the consumer: doubles from the first value, capped at the second.
 _RETRY_INITIAL_SECONDS = 0.5
 _RETRY_MAX_SECONDS = 30.0
+#: Longest one wait for a models-topic record; bounds how late a stop is noticed.
+_POLL_SECONDS = 0.2
 
 
 def _backoff(failures: int) -> float:
@@ -69,7 +75,8 @@ class ModelSubscriber:
 
     ``cluster`` is a :class:`~streamml.cluster.Cluster` or the settings to
     make one from. ``model_name`` defaults to ``settings.model_name``;
-    envelopes are checked with ``settings.model_signing_key`` when it is set.
+    envelopes must be signed by a key of ``settings.model_trusted_keys`` (unsigned
+    ones are accepted only in development mode).
     Predictions before the first model is loaded raise
     :class:`~streamml.errors.ModelNotReadyError`, never a default answer.
     """
@@ -88,6 +95,11 @@ class ModelSubscriber:
         self.topic = self.cluster.topics.models
         self._policy = TrustPolicy.from_settings(self.settings, allow_runtime_mismatch=allow_runtime_mismatch)
         self._slot = ModelSlot(self.model_name, self._policy)
+        self._folder = ModelsTopicFolder(
+            self._policy, model_name=self.model_name, max_bytes=self.settings.max_model_total_bytes
+        )
+        self._state = ServingState()
+        self._book = VersionBook(self.cluster, self.topic, self._folder_factory)
         if on_swap is not None:
             self._slot.on_swap(on_swap)
         self._stop = threading.Event()
@@ -159,6 +171,16 @@ class ModelSubscriber:
     def envelope(self) -> dict[str, Any] | None:
         """Summary (no payload) of the serving envelope, ``None`` before ready."""
         return self._slot.current().envelope if self.ready else None
+
+    @property
+    def mode(self) -> str | None:
+        """Why the serving version serves: ``latest``, ``pinned`` or ``rolled_back`` (``None`` before ready)."""
+        return self._slot.current().mode if self.ready else None
+
+    @property
+    def refused_by_reason(self) -> dict[str, int]:
+        """How many records were refused, by kind of reason (``unsigned``, ``untrusted_key``, ...)."""
+        return dict(self._slot.refused_by_kind)
 
     @property
     def swaps(self) -> int:
@@ -236,53 +258,37 @@ class ModelSubscriber:
                 )
                 self._stop.wait(delay)
 
+    def _folder_factory(self) -> ModelsTopicFolder:
+        return ModelsTopicFolder(
+            self._policy, model_name=self.model_name, max_bytes=self.settings.max_model_total_bytes
+        )
+
     def _catch_up(self) -> int | None:
-        """Read to the current end and load the newest good version; return the next offset.
+        """Read to the current end, then load what the topic says to serve; return the next offset.
 
         ``None`` when the topic does not exist yet or :meth:`stop` was called.
         """
         if not self.cluster.partitions(self.topic):
             return None
-        candidates: list[tuple[int, Verdict]] = []
+        self._folder = self._folder_factory()
+        self._state = ServingState()
+        self._book.clear()
         next_offset = 0
         messages = read_to_end(self.cluster, self.topic)
         try:
             for message in messages:
                 if self._stop.is_set():
                     return None
-                offset = message.offset()
-                assert offset is not None  # read_to_end yields consumed records only
-                next_offset = offset + 1
-                try:
-                    verdict = self._candidate(message)
-                except Exception as exc:  # noqa: BLE001 - one bad record must not end the thread
-                    self._refuse_unexpected(offset, exc)
-                    continue
-                if verdict is None:
-                    continue
-                candidates.append((offset, verdict))
-                if len(candidates) > 2 * _FALLBACKS:
-                    candidates = sorted(candidates, key=lambda c: c[1].version, reverse=True)[:_FALLBACKS]
+                next_offset = self._take(message, following=False)
         finally:
             messages.close()  # closes the reader's consumer now, not at garbage collection
         if self._stop.is_set():
             return None
-        self._slot.load_newest(candidates)
+        self._converge()
         return next_offset
 
-    def _candidate(self, message: Any) -> Verdict | None:
-        """Decode and assess one start-up record; ``None`` if not ours or refused."""
-        envelope = self._decode(message.offset(), message.key(), message.value(), message.headers())
-        if envelope is None or envelope.model_name != self.model_name:
-            return None
-        verdict = assess(envelope, self._policy)
-        if not verdict.acceptable:
-            self._slot.refuse(message.offset(), envelope.version, verdict.reason or "refused")
-            return None
-        return verdict
-
     def _follow(self) -> None:
-        """Swap in newer versions as they arrive from ``_next_offset``, until stopped.
+        """Apply records as they arrive from ``_next_offset``, until stopped.
 
         ``_next_offset`` advances with every record, so after a failure the
         next call resumes where this one was instead of replaying.
@@ -294,21 +300,17 @@ class ModelSubscriber:
         try:
             consumer.assign([TopicPartition(self.topic, 0, self._next_offset)])
             while not self._stop.is_set():
-                batch = consumer.consume(100, timeout=0.2)
+                # poll() returns as soon as one record is there; consume(n, t) would
+                # wait the whole timeout for n records and delay every swap.
+                first = consumer.poll(_POLL_SECONDS)
                 self._failures = 0  # the consumer works again
-                for message in batch:
+                if first is None:
+                    continue
+                for message in [first, *consumer.consume(100, 0)]:
                     if message.error():
                         logger.warning("models topic %s: %s", self.topic, message.error())
                         continue
-                    offset = message.offset()
-                    assert offset is not None  # set on every consumed record
-                    try:
-                        envelope = self._decode(offset, message.key(), message.value(), message.headers())
-                        if envelope is not None and envelope.model_name == self.model_name:
-                            self._slot.offer(assess(envelope, self._policy), offset)
-                    except Exception as exc:  # noqa: BLE001 - one bad record must not end the thread
-                        self._refuse_unexpected(offset, exc)
-                    self._next_offset = offset + 1
+                    self._next_offset = self._take(message, following=True)
         except KafkaException as exc:
             raise KafkaClientError(f"cannot read {self.topic}: {describe_error(exc)}") from exc
         finally:
@@ -317,17 +319,92 @@ class ModelSubscriber:
             except Exception:  # a failed close must not hide the real outcome
                 logger.debug("closing the models-topic consumer failed", exc_info=True)
 
+    def _take(self, message: Message, *, following: bool) -> int:
+        """Fold one record into the state (and, when following, act on it); return the next offset."""
+        offset = message.offset()
+        assert offset is not None  # set on every consumed record
+        try:
+            event = self._folder.feed(offset, message.key(), message.value(), record_headers(message))
+            if isinstance(event, RecordRefused):
+                self._slot.refuse(offset, None, f"{format_record(self.topic, 0, offset)}: {event.reason}")
+            elif isinstance(event, VersionEvent):
+                self._on_version(event, following)
+            elif isinstance(event, ControlEvent):
+                self._on_control(event, following)
+        except Exception as exc:  # noqa: BLE001 - one bad record must not end the thread
+            self._refuse_unexpected(offset, exc)
+        return offset + 1
+
+    def _on_version(self, event: VersionEvent, following: bool) -> None:
+        verdict = event.verdict
+        if not verdict.acceptable:
+            self._slot.refuse(event.offset, verdict.version, verdict.reason or "refused")
+            if verdict.authentic:
+                self._state.saw_version(verdict.version)
+            return
+        self._state.saw_version(verdict.version)
+        self._book.add(verdict, event.start_offset, event.offset)
+        if following:
+            serving = self._slot.version
+            if self._state.pinned is None and serving is not None and verdict.version <= serving:
+                self._slot.offer(verdict, event.offset)  # refused as not newer, counted if a regression
+                return
+            self._converge()
+
+    def _on_control(self, event: ControlEvent, following: bool) -> None:
+        problem = event.problem or self._target_problem(event.record.version)
+        problem = problem or self._state.apply(event.record, self._book.acceptable)
+        if problem is not None:
+            self._slot.refuse(event.offset, event.record.version, f"directive refused: {problem}")
+            return
+        logger.warning("models topic %s@%d: obeying %s", self.topic, event.offset, event.record.describe())
+        if following:
+            self._converge()
+
+    def _target_problem(self, version: int | None) -> str | None:
+        """Why a directive's target cannot serve here (it verifies but does not load), else ``None``.
+
+        Checked before the directive is applied, so a pin or rollback to a
+        model this process cannot run is refused and the current model keeps
+        serving, instead of leaving the state pointing at nothing.
+        """
+        if version is None:
+            return None
+        found = self._book.verdict(version)
+        if found is None:
+            return None  # not acceptable: ServingState.apply refuses it with the reason
+        try:
+            load_model(found[0])
+        except EnvelopeError as exc:
+            self._book.discard(version)
+            return f"v{version} does not load here: {exc}"
+        return None
+
+    def _converge(self) -> None:
+        """Serve what the state says; a version that fails to load is dropped and the next best tried."""
+        while True:
+            target = self._state.choose(self._book.acceptable)
+            if target is None:
+                return
+            mode = self._state.mode_for(target)
+            if target == self._slot.version:
+                self._slot.set_mode(mode)
+                return
+            found = self._book.verdict(target)
+            if found is not None:
+                verdict, offset = found
+                serving = self._slot.version
+                if mode == "latest" and (serving is None or target > serving):
+                    installed = self._slot.offer(verdict, offset)
+                else:
+                    installed = self._slot.install(verdict, offset, mode=mode)
+                if installed:
+                    return
+            # Not loadable here (refused with its reason): never a candidate again.
+            self._book.discard(target)
+
     def _refuse_unexpected(self, offset: int, exc: Exception) -> None:
         """A record broke its handling in an unexpected way: keep the error, refuse the record, go on."""
         self.last_error = exc
         logger.error("model subscriber for %s: record at offset %d failed", self.topic, offset, exc_info=exc)
         self._slot.refuse(offset, None, f"unexpected error handling the record: {type(exc).__name__}: {exc}")
-
-    def _decode(self, offset: int, key: bytes | None, value: bytes | None, headers: Any) -> ModelEnvelope | None:
-        try:
-            return decode_envelope(value, headers)
-        except EnvelopeError as exc:
-            # Only this model's records (or unkeyed ones) are ours to refuse.
-            if key is None or key.decode("utf-8", errors="replace") == self.model_name:
-                self._slot.refuse(offset, None, f"{format_record(self.topic, 0, offset)}: {exc}")
-            return None

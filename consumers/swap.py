@@ -6,26 +6,35 @@ the side; only then is the single ``_serving`` reference replaced. A reader
 takes that reference once per prediction, so it sees the old model or the
 new one, never a half-loaded one, and needs no lock.
 
-Versions only move forward. An authentic envelope *older* than the serving
-one means the publisher's history was lost (topic recreated, in-memory broker
-restarted) and it restarted its numbering: it is refused like any older
-version, but counted in ``version_regressions`` and logged as a warning
-saying the sequence went backwards, so a stale model does not serve silently.
+On their own, versions only move forward (:meth:`ModelSlot.offer`). An
+authentic envelope *older* than the serving one means the publisher's history
+was lost (topic recreated, in-memory broker restarted) and it restarted its
+numbering: it is refused like any older version, but counted in
+``version_regressions`` and logged as a warning saying the sequence went
+backwards, so a stale model does not serve silently. Only a signed directive
+(a rollback or a pin, see :mod:`streamml.model_control`) moves the slot to
+another version, through :meth:`ModelSlot.install`.
+
+Loading includes replaying the envelope's golden examples
+(:func:`streamml.trust.load_model`): a model that raises on them or answers
+differently is refused before it serves a single request.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from streamml.envelope import ModelEnvelope, TrustPolicy, Verdict, assess, load_model
+from streamml.envelope import ModelEnvelope
 from streamml.errors import EnvelopeError, ModelNotReadyError
+from streamml.trust import TrustPolicy, Verdict, assess, load_model
 
-__all__ = ["ServingModel", "Refusal", "ModelSlot", "SwapCallback"]
+__all__ = ["ServingModel", "Refusal", "ModelSlot", "SwapCallback", "reason_kind"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +52,8 @@ class ServingModel:
     model: Any = field(repr=False)
     version: int
     envelope: dict[str, Any] = field(repr=False)
+    #: ``latest``, ``pinned`` or ``rolled_back``: why this version serves.
+    mode: str = "latest"
 
     def predict_one(self, x: dict[str, Any]) -> Any:
         return self.model.predict_one(x)
@@ -58,6 +69,43 @@ class Refusal(NamedTuple):
     offset: int | None
     version: int | None
     reason: str
+    #: A short name for the kind of reason, for counting (see :func:`reason_kind`).
+    kind: str = "other"
+
+
+#: Kinds of refusal, by a phrase their reason contains; the first match wins.
+_REASON_KINDS = (
+    ("directive refused", "directive"),
+    ("unsigned", "unsigned"),
+    ("does not trust", "untrusted_key"),
+    ("does not match (tampered", "bad_signature"),
+    ("signature is", "bad_signature"),
+    ("sha256", "checksum"),
+    ("payload is", "checksum"),
+    ("not portable", "runtime"),
+    ("which version wrote it", "runtime"),
+    ("not installed here", "runtime"),
+    ("refused because", "unsafe_payload"),
+    ("untrusted types", "unsafe_payload"),
+    ("golden example", "golden_mismatch"),
+    ("not newer", "not_newer"),
+    ("transfer", "transfer"),
+    ("chunk", "transfer"),
+    ("not a model envelope", "undecodable"),
+    ("not a model control record", "undecodable"),
+    ("outside 1..", "version_range"),
+    ("does not load", "payload_error"),
+    ("could not be opened", "payload_error"),
+    ("has no predict_one", "payload_error"),
+)
+
+
+def reason_kind(reason: str) -> str:
+    """The kind of a refusal reason, for counting refusals by reason."""
+    for phrase, kind in _REASON_KINDS:
+        if phrase in reason:
+            return kind
+    return "other"
 
 
 class ModelSlot:
@@ -77,6 +125,8 @@ class ModelSlot:
         self.refused: deque[Refusal] = deque(maxlen=MAX_REFUSALS)
         #: Every refusal so far, including those dropped from ``refused``.
         self.refused_total = 0
+        #: Refusals so far by kind of reason (see :func:`reason_kind`).
+        self.refused_by_kind: Counter[str] = Counter()
         #: Authentic envelopes that arrived with a version below the serving one.
         self.version_regressions = 0
         self.swaps = 0
@@ -100,10 +150,12 @@ class ModelSlot:
         self._callbacks.append(callback)
 
     def refuse(self, offset: int | None, version: int | None, reason: str) -> None:
-        """Record (and log) that a record was not loaded."""
-        self.refused.append(Refusal(offset, version, reason))
+        """Record (and log, once) that a record was not loaded."""
+        kind = reason_kind(reason)
+        self.refused.append(Refusal(offset, version, reason, kind))
         self.refused_total += 1
-        logger.warning("refused %s v%s at offset %s: %s", self.model_name, version, offset, reason)
+        self.refused_by_kind[kind] += 1
+        logger.warning("refused %s v%s at offset %s (%s): %s", self.model_name, version, offset, kind, reason)
 
     def offer(self, candidate: ModelEnvelope | Verdict, offset: int | None = None) -> bool:
         """Load the candidate if it is newer than the serving version and acceptable.
@@ -132,20 +184,49 @@ class ModelSlot:
                     )
                 self.refuse(offset, envelope.version, reason)
                 return False
-            try:
-                model = load_model(verdict)
-            except EnvelopeError as exc:
-                self.refuse(offset, envelope.version, str(exc))
-                return False
-            except Exception as exc:  # a payload that breaks loading must not break the caller
-                logger.debug("opening %s v%s failed", self.model_name, envelope.version, exc_info=True)
-                self.refuse(offset, envelope.version, f"payload could not be opened: {type(exc).__name__}: {exc}")
-                return False
-            new = ServingModel(model, envelope.version, envelope.summary())
-            self._install(new)
-        logger.info("serving %s v%d (was v%s)", self.model_name, new.version, None if old is None else old.version)
-        self._notify(None if old is None else old.version, new)
-        return True
+            installed = self._load_and_install(verdict, offset, "latest")
+        return self._notify(*installed) if installed else False
+
+    def install(self, verdict: Verdict, offset: int | None = None, *, mode: str) -> bool:
+        """Serve ``verdict``'s model whatever its version (a rollback or a pin told so).
+
+        Loads it off to the side like :meth:`offer`; on failure the current
+        model keeps serving and the version is refused with the reason.
+        """
+        if verdict.envelope.model_name != self.model_name:
+            return False
+        with self._offer_lock:
+            installed = self._load_and_install(verdict, offset, mode)
+        return self._notify(*installed) if installed else False
+
+    def set_mode(self, mode: str) -> None:
+        """Say why the serving version serves (no reload: the same model, a new label)."""
+        with self._offer_lock:
+            serving = self._serving
+            if serving is not None and serving.mode != mode:
+                self._serving = dataclasses.replace(serving, mode=mode)
+
+    def _load_and_install(
+        self, verdict: Verdict, offset: int | None, mode: str
+    ) -> tuple[int | None, ServingModel] | None:
+        """Load and install under the offer lock; ``(old version, new)`` to notify about, or ``None``."""
+        envelope = verdict.envelope
+        old = self._serving
+        try:
+            model = load_model(verdict)
+        except EnvelopeError as exc:
+            self.refuse(offset, envelope.version, str(exc))
+            return None
+        except Exception as exc:  # a payload that breaks loading must not break the caller
+            logger.debug("opening %s v%s failed", self.model_name, envelope.version, exc_info=True)
+            self.refuse(offset, envelope.version, f"payload could not be opened: {type(exc).__name__}: {exc}")
+            return None
+        new = ServingModel(model, envelope.version, envelope.summary(), mode)
+        self._install(new)
+        logger.info(
+            "serving %s v%d (%s; was v%s)", self.model_name, new.version, mode, None if old is None else old.version
+        )
+        return (None if old is None else old.version), new
 
     def load_newest(self, candidates: Iterable[tuple[int | None, ModelEnvelope | Verdict]]) -> bool:
         """Load the newest candidate that opens, trying older ones if it does not.
@@ -162,12 +243,14 @@ class ModelSlot:
             self.swaps += 1
             self._changed.notify_all()
 
-    def _notify(self, old_version: int | None, new: ServingModel) -> None:
+    def _notify(self, old_version: int | None, new: ServingModel) -> bool:
+        """Run the swap callbacks (outside the offer lock); ``True``."""
         for callback in list(self._callbacks):
             try:
                 callback(old_version, new.version, new.envelope)
             except Exception:  # a caller's bug must not stop model updates
                 logger.exception("on_swap callback %r failed for v%d", callback, new.version)
+        return True
 
     def wait_for(self, predicate: Callable[[ServingModel | None], bool], timeout: float | None) -> bool:
         """Block until ``predicate(serving)`` holds or ``timeout`` passes."""

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -38,7 +39,7 @@ from model_publisher.policy import PublishPolicy
 from model_publisher.publisher import ModelPublisher
 from streamml.cluster import Cluster
 from streamml.config import Settings
-from streamml.envelope import ModelEnvelope
+from streamml.envelope import GOLDEN_EXAMPLES, ModelEnvelope
 from streamml.errors import DecodeError, KafkaClientError, ModelTooLargeError
 from streamml.kafka import decoded, describe_error, format_record, store_offsets
 from streamml.records import FeatureVector, RecordCodec
@@ -91,6 +92,9 @@ class LearningLoop:
         self.policy = policy or PublishPolicy.from_settings(self.settings)
         self.report = LearnReport()
         self._codec = RecordCodec(FeatureVector)
+        #: The latest input rows: each published version records the model's
+        #: answers for them (golden examples a consumer replays before serving).
+        self._recent_inputs: deque[dict[str, float]] = deque(maxlen=GOLDEN_EXAMPLES)
         self._publisher = ModelPublisher(self.cluster, flavor=FLAVOR)
         self._learner: OnlineLearner | None = None
         #: Whether the group's committed offsets belong to the model being
@@ -227,6 +231,7 @@ class LearningLoop:
         topic, partition, offset = _position(message)
         self.report.consumed += 1
         label = record.label
+        self._recent_inputs.append(record.features)
         try:
             learner.process(record.features, label, topic=topic, partition=partition, offset=offset)
         except Exception as exc:  # noqa: BLE001 - any model error on one record: skip it, do not crash-loop
@@ -261,12 +266,13 @@ class LearningLoop:
                 version=exc.version,
                 size=exc.size,
                 limit=exc.limit,
+                setting="STREAMML_MAX_MODEL_TOTAL_BYTES",
                 advice=(
                     f"learner stopped: the {self.settings.model_spec} model had learned {learner.n_learned} events. "
                     f"It was not published and no offsets were stored since {since}, so a restart replays the same "
-                    "events and reaches the same size again. Raise STREAMML_MAX_MODEL_BYTES (with max.message.bytes "
-                    f"of {self._publisher.topic} and the brokers' message.max.bytes) or learn a model that stays "
-                    "small (STREAMML_MODEL_SPEC / --model-spec, e.g. logistic)"
+                    "events and reaches the same size again. Raise STREAMML_MAX_MODEL_TOTAL_BYTES "
+                    "(larger models travel in chunks, each within STREAMML_MAX_MODEL_BYTES) or learn a model that "
+                    "stays small (STREAMML_MODEL_SPEC / --model-spec, e.g. logistic)"
                 ),
             ) from exc
         self.policy.published()

@@ -1,27 +1,42 @@
-"""Seal models into envelopes and publish them as numbered versions.
+"""Seal models into signed envelopes and publish them as numbered versions.
+
+Every envelope is signed with the publisher's Ed25519 key
+(``STREAMML_MODEL_SIGNING_KEY_FILE``, or the default pair under
+``<home>/keys``); without one the publisher refuses to start unless
+development mode is on. Each envelope carries golden examples: real input
+rows and the answers the model gave, which consumers replay before they
+activate it.
 
 Versions of one model name are numbered 1, 2, 3, ... without reuse: at start
 the publisher reads the models topic (``streamml.registry``) and continues
-after the highest authentic version, so a restarted learner never publishes a
-number subscribers already hold (they refuse anything not newer than what
-they serve). One publisher per model name is assumed; two at once would race
-for the same numbers.
+after the highest version it can *verify* (signed by a key it trusts), so a
+forged record cannot push the numbering around, and a restarted learner
+never publishes a number subscribers already hold. One publisher per model
+name is assumed; two at once would race for the same numbers.
+
+A payload larger than one record (``STREAMML_MAX_MODEL_BYTES``) travels in
+chunks followed by a signed manifest (:mod:`streamml.transfer`), up to
+``STREAMML_MAX_MODEL_TOTAL_BYTES``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import Producer
 
 from streamml.cluster import Cluster
 from streamml.config import Settings
-from streamml.envelope import ModelEnvelope, TrustPolicy, encode_envelope, envelope_headers, load_model, seal
-from streamml.errors import EnvelopeError
+from streamml.envelope import MAX_VERSION, ModelEnvelope, encode_envelope, envelope_headers, seal, sign
+from streamml.errors import ConfigError, EnvelopeError, ModelTooLargeError
 from streamml.kafka import Deliveries, produce
 from streamml.registry import VersionRecord, newest_authentic, next_version, read_versions
+from streamml.signing import SigningKey, signer_from_settings
+from streamml.transfer import ModelChunk, chunk_serde, digest, new_transfer_id, split_payload
+from streamml.trust import TrustPolicy, load_model
 
 __all__ = ["ModelPublisher"]
 
@@ -42,7 +57,12 @@ class ModelPublisher:
         self.topic = self.cluster.topics.models
         self.flavor = flavor
         self.delivery_timeout = delivery_timeout
-        self._policy = TrustPolicy.from_settings(self.settings)
+        self.signer = require_signer(self.settings)
+        policy = TrustPolicy.from_settings(self.settings)
+        if self.signer is not None:
+            # The publisher verifies its own history: its own key is trusted.
+            policy = dataclasses.replace(policy, keyring=policy.keyring.with_key(self.signer.public_key))
+        self._policy = policy
         self._producer: Producer | None = None
         self._next: int | None = None
         self._history: list[VersionRecord] = []
@@ -109,16 +129,26 @@ class ModelPublisher:
         metrics: Mapping[str, float],
         n_learned: int,
         input_offsets: Mapping[str, int],
+        golden_inputs: Sequence[Mapping[str, float]] = (),
+        kind: str = "online",
+        lineage: Mapping[str, str] | None = None,
+        feature_names: Sequence[str] | None = None,
     ) -> ModelEnvelope:
         """Seal ``model`` as the next version, produce it and wait for the acknowledgement.
 
-        Raises :class:`~streamml.errors.ModelTooLargeError` (nothing sent, the
-        version number is not used) when the envelope exceeds
-        ``settings.max_model_bytes``; the error carries ``model_name``,
+        ``golden_inputs`` are a few real input rows; the model's answers for
+        them go into the envelope. Raises
+        :class:`~streamml.errors.ModelTooLargeError` (nothing sent, the
+        version number is not used) when the payload exceeds
+        ``settings.max_model_total_bytes``; the error carries ``model_name``,
         ``version``, ``size`` and ``limit``. Raises :class:`KafkaClientError`
         when the broker does not acknowledge it.
         """
         version = self.next_version
+        if version > MAX_VERSION:
+            raise EnvelopeError(
+                f"{self.model_name}: version {version} would pass {MAX_VERSION}; start a new model name"
+            )
         producer = self._producer
         assert producer is not None
         envelope = seal(
@@ -129,24 +159,76 @@ class ModelPublisher:
             metrics=metrics,
             n_learned=n_learned,
             input_offsets=input_offsets,
-            signing_key=self._policy.signing_key,
+            signer=self.signer,
+            golden_inputs=golden_inputs,
+            kind=kind,
+            lineage=lineage,
+            feature_names=feature_names,
         )
-        value = encode_envelope(envelope, max_bytes=self.settings.max_model_bytes)
+        limit = self.settings.max_model_bytes
+        if envelope.payload_size > self.settings.max_model_total_bytes:
+            raise ModelTooLargeError(
+                model_name=self.model_name, version=version, size=envelope.payload_size,
+                limit=self.settings.max_model_total_bytes, setting="STREAMML_MAX_MODEL_TOTAL_BYTES",
+            )
         deliveries = Deliveries()
-        produce(
-            producer,
-            self.topic,
-            value,
-            key=self.model_name.encode(),
-            headers=envelope_headers(),
-            on_delivery=deliveries,
-        )
+        key = self.model_name.encode()
+        try:
+            value = encode_envelope(envelope, max_bytes=limit)
+        except ModelTooLargeError:
+            value = self._send_chunks(producer, envelope, key, deliveries)
+            envelope = decode_manifest(value)
+        produce(producer, self.topic, value, key=key, headers=envelope_headers(), on_delivery=deliveries)
         deliveries.wait(producer, self.delivery_timeout, f"{self.model_name} v{version}")
         self._next = version + 1
         return envelope
+
+    def _send_chunks(self, producer: Producer, envelope: ModelEnvelope, key: bytes, deliveries: Deliveries) -> bytes:
+        """Produce the payload's chunks (in order, one partition); return the encoded signed manifest."""
+        # Room for the chunk record's own fields and the record overhead under the limit.
+        pieces = split_payload(envelope.payload, max(self.settings.max_model_bytes - 4096, 1024))
+        transfer_id = new_transfer_id()
+        headers = chunk_serde().headers
+        for index, piece in enumerate(pieces):
+            chunk = ModelChunk(envelope.model_name, envelope.version, transfer_id, index, len(pieces), piece)
+            produce(producer, self.topic, chunk.encode(), key=key, headers=headers, on_delivery=deliveries)
+        manifest = dataclasses.replace(
+            envelope,
+            payload=b"",
+            chunks=tuple((digest(p), len(p)) for p in pieces),
+            transfer_id=transfer_id,
+            key_id=None,
+            signature=None,
+        )
+        if self.signer is not None:
+            manifest = sign(manifest, self.signer)
+        logger.info(
+            "%s v%d: %d-byte payload sent in %d chunks (transfer %s)",
+            envelope.model_name, envelope.version, envelope.payload_size, len(pieces), transfer_id,
+        )
+        return encode_envelope(manifest, max_bytes=self.settings.max_model_bytes)
 
     def close(self) -> None:
         """Release the producer (everything published was already flushed)."""
         if self._producer is not None:
             self._producer.flush(self.delivery_timeout)
             self._producer = None
+
+
+def decode_manifest(value: bytes) -> ModelEnvelope:
+    """The manifest just encoded, as the envelope :meth:`ModelPublisher.publish` returns."""
+    from streamml.envelope import decode_envelope
+
+    return decode_envelope(value, envelope_headers())
+
+
+def require_signer(settings: Settings) -> SigningKey | None:
+    """The signing key; :class:`ConfigError` when there is none, unless development mode is on."""
+    signer = signer_from_settings(settings)
+    if signer is None and not settings.development_mode:
+        raise ConfigError(
+            "no model signing key: run 'streamml keys generate' (writes "
+            f"{settings.keys_dir}/model-signing.key and .pub) or set STREAMML_MODEL_SIGNING_KEY_FILE; "
+            "STREAMML_DEVELOPMENT_MODE=true publishes unsigned models instead"
+        )
+    return signer

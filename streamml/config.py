@@ -96,9 +96,24 @@ class Settings:
     #: ``message.max.bytes`` is about 1 MB; the embedded broker accepts more,
     #: so the limit is enforced on the client to stay portable).
     max_model_bytes: int = 1_000_000
-    #: HMAC key: the publisher signs envelopes and subscribers refuse unsigned
-    #: or wrongly signed ones. Without it only the sha256 checksum is checked.
-    model_signing_key: Secret | None = None
+    #: Largest model payload a consumer reassembles from chunks (a payload over
+    #: ``max_model_bytes`` travels in chunks of at most that size).
+    max_model_total_bytes: int = 256_000_000
+    #: Ed25519 private key (PEM) the publisher signs envelopes and directives
+    #: with. Default: ``<home>/keys/model-signing.key`` when that file exists.
+    model_signing_key_file: Path | None = None
+    #: Public keys (PEM files or directories of ``*.pub``, comma-separated)
+    #: whose signatures consumers trust. Default: ``<home>/keys/``.
+    model_trusted_keys: str = ""
+    #: Development only: publish unsigned models when no signing key exists,
+    #: and accept unsigned models and directives. Never in production.
+    development_mode: bool = False
+    #: Extra globals the restricted unpickler may resolve for river models,
+    #: comma-separated ``module:name`` or ``package.*`` entries.
+    model_pickle_allow: str = ""
+    #: Extra types skops may build for scikit-learn models, comma-separated
+    #: (e.g. ``sklearn.tree._tree.Tree`` for tree ensembles).
+    model_skops_trusted: str = ""
     #: Port of the embedded broker started by ``streamml broker start``.
     broker_port: int = 9092
     #: Where the embedded broker keeps its pid file and log.
@@ -143,6 +158,16 @@ class Settings:
             env[ENV_PREFIX + f.name.upper()] = value.get() if isinstance(value, Secret) else str(value)
         return env
 
+    def list_of(self, name: str) -> list[str]:
+        """A comma-separated setting split into its non-empty items."""
+        raw = getattr(self, name)
+        return [item.strip() for item in str(raw).split(",") if item.strip()]
+
+    @property
+    def keys_dir(self) -> Path:
+        """Where ``streamml keys generate`` and the demo keep the default model signing key pair."""
+        return self.home / "keys"
+
     @property
     def window_field_list(self) -> list[str]:
         """``window_fields`` split into names."""
@@ -174,20 +199,22 @@ class Settings:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
-_SECRET_FIELDS = {"sasl_password", "model_signing_key"}
-_OPTIONAL_FIELDS = {"sasl_mechanism", "sasl_username", "sasl_password", "model_signing_key"}
+_SECRET_FIELDS = {"sasl_password"}
+_OPTIONAL_FIELDS = {"sasl_mechanism", "sasl_username", "sasl_password", "model_signing_key_file"}
 _INT_FIELDS = {
     "partitions",
     "replication_factor",
     "publish_every_events",
     "max_model_bytes",
+    "max_model_total_bytes",
     "broker_port",
     "session_timeout_ms",
     "fetch_wait_max_ms",
     "processor_batch_size",
 }
 _FLOAT_FIELDS = {"publish_every_seconds", "window_seconds"}
-_PATH_FIELDS = {"schema_path", "home"}
+_PATH_FIELDS = {"schema_path", "home", "model_signing_key_file"}
+_BOOL_FIELDS = {"development_mode"}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -208,6 +235,8 @@ def _parse(name: str, raw: str) -> Any:
         return None
     if name in _SECRET_FIELDS:
         return Secret(value)
+    if name in _BOOL_FIELDS:
+        return parse_bool(value)
     if name in _INT_FIELDS:
         try:
             return int(value)
@@ -234,7 +263,10 @@ def _validate(s: Settings) -> list[str]:
                 problems.append(
                     f"bootstrap_servers: {server.strip()!r} is not host:port (example: 127.0.0.1:9092)"
                 )
-    for name in ("partitions", "replication_factor", "publish_every_events", "max_model_bytes", "processor_batch_size"):
+    for name in (
+        "partitions", "replication_factor", "publish_every_events", "max_model_bytes", "processor_batch_size",
+        "max_model_total_bytes",
+    ):
         if getattr(s, name) < 1:
             problems.append(f"{name}: must be at least 1, got {getattr(s, name)}")
     if s.publish_every_seconds <= 0:

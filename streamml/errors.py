@@ -115,11 +115,17 @@ class ModelTooLargeError(EnvelopeError):
     size and ``limit`` the limit it broke, both in bytes.
     """
 
-    def __init__(self, *, model_name: str, version: int, size: int, limit: int, advice: str | None = None) -> None:
-        message = (
-            f"model {model_name} v{version} is {size} bytes, over the {limit}-byte limit "
-            "(STREAMML_MAX_MODEL_BYTES; Apache Kafka's default message.max.bytes is about 1 MB)"
-        )
+    def __init__(
+        self,
+        *,
+        model_name: str,
+        version: int,
+        size: int,
+        limit: int,
+        advice: str | None = None,
+        setting: str = "STREAMML_MAX_MODEL_BYTES; Apache Kafka's default message.max.bytes is about 1 MB",
+    ) -> None:
+        message = f"model {model_name} v{version} is {size} bytes, over the {limit}-byte limit ({setting})"
         super().__init__(f"{message}; {advice}" if advice else message)
         self.model_name = model_name
         self.version = version

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -30,6 +30,7 @@ __all__ = [
     "Deliveries",
     "decoded",
     "store_offsets",
+    "record_headers",
 ]
 
 T = TypeVar("T")
@@ -254,3 +255,13 @@ def store_offsets(consumer: Consumer, topic: str, offsets: Mapping[int, int]) ->
         consumer.store_offsets(offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()])
     except KafkaException as exc:
         logger.warning("cannot store offsets of %s %s: %s", topic, dict(offsets), describe_error(exc))
+
+
+def record_headers(message: Message) -> Sequence[tuple[str, bytes | None]] | None:
+    """A consumed record's headers as ``(name, value)`` pairs.
+
+    librdkafka hands consumed headers back as a list of ``(str, bytes | None)``
+    (or ``None``); the client's type hints also allow the forms a producer
+    may pass in, which a consumed record never has.
+    """
+    return cast("Sequence[tuple[str, bytes | None]] | None", message.headers())

@@ -14,6 +14,10 @@ dead letter            ``events.raw.v1.dlq``   the original bytes, plus
 :class:`FeatureVector` ``features.v1``         ``feature_vector.avsc``
 model envelope         ``models.v1``           ``model_envelope.avsc``
                                                (:mod:`streamml.envelope`)
+model chunk            ``models.v1``           ``model_chunk.avsc``
+                                               (:mod:`streamml.transfer`)
+serving directive      ``models.v1``           ``model_control.avsc``
+                                               (:mod:`streamml.model_control`)
 :class:`Prediction`    ``predictions.v1``      ``prediction.avsc``
 =====================  ======================  ==========================
 
@@ -39,6 +43,9 @@ __all__ = [
     "FEATURE_VECTOR_SCHEMA",
     "PREDICTION_SCHEMA",
     "MODEL_ENVELOPE_SCHEMA",
+    "MODEL_CHUNK_SCHEMA",
+    "MODEL_CONTROL_SCHEMA",
+    "avro_label",
     "Label",
     "FeatureVector",
     "Prediction",
@@ -54,9 +61,23 @@ DEMO_EVENTS_SCHEMA_PATH = SCHEMAS_DIR / DEMO_EVENTS_SCHEMA
 FEATURE_VECTOR_SCHEMA = "feature_vector.avsc"
 PREDICTION_SCHEMA = "prediction.avsc"
 MODEL_ENVELOPE_SCHEMA = "model_envelope.avsc"
+MODEL_CHUNK_SCHEMA = "model_chunk.avsc"
+MODEL_CONTROL_SCHEMA = "model_control.avsc"
 
 #: A label or prediction as the Avro union ``[null, boolean, long, double, string]`` carries it.
 Label = bool | int | float | str | None
+
+
+def avro_label(value: Any) -> Label:
+    """Coerce a prediction to a type the Avro label union accepts (numpy scalars are not)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    item = getattr(value, "item", None)  # numpy scalar
+    if callable(item):
+        plain = item()
+        if plain is None or isinstance(plain, (bool, int, float, str)):
+            return plain
+    return str(value)
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,14 +70,15 @@ class Topics:
             TopicSpec(self.dead_letters, 1, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
             # Features keep the raw topic's partitioning, so per-key order holds.
             TopicSpec(self.features, n),
-            # One partition: versions of a model are totally ordered. Compacted on
-            # real Kafka so the newest version per model survives; readers still
-            # treat it as an append log (compaction is unverified on the
-            # embedded broker, docs/embedded-broker.md#compaction).
+            # One partition: versions of a model (and the directives about them)
+            # are totally ordered. History is kept: delete policy, no time or
+            # size limit, so every version stays available for rollback and
+            # audit (a compacted topic keyed by model name would keep only the
+            # newest record per model). See the README's "model registry".
             TopicSpec(
                 self.models,
                 1,
-                {"cleanup.policy": "compact", "min.compaction.lag.ms": str(24 * 3600 * 1000)},
+                {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"},
             ),
             TopicSpec(self.predictions, n),
         ]

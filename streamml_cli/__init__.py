@@ -26,9 +26,9 @@ def cli() -> None:
 
 def _register() -> None:
     # Imported here so each module can import ``cli`` without a cycle.
-    from streamml_cli import broker, demo, lag, learn, process, produce, score, serve, topics
+    from streamml_cli import broker, demo, keys, lag, learn, model_registry, process, produce, score, serve, topics
 
-    for module in (broker, topics, produce, process, learn, score, serve, lag, demo):
+    for module in (broker, topics, keys, produce, process, learn, model_registry, score, serve, lag, demo):
         for command in module.COMMANDS:
             cli.add_command(command)
 

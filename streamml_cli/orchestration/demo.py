@@ -94,6 +94,12 @@ def run_demo(
     """
     started = time.monotonic()
     run_dir = settings.home / "demo" / time.strftime("%Y%m%d-%H%M%S")
+    if settings.model_signing_key_file is None and not settings.development_mode:
+        # The default path is the signed path: a key pair under the streamml
+        # home on first run, which the components find there by default.
+        from streamml_cli.keys import ensure_default_keys
+
+        ensure_default_keys(settings.keys_dir)
     broker: EmbeddedBroker | None = None
     if options.embedded:
         broker = EmbeddedBroker(port=options.port or _free_port(), home=run_dir)

@@ -50,9 +50,28 @@ def bootstrap_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
         broker.stop()
 
 
+@pytest.fixture(scope="session")
+def model_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The session's model signing key pair: ``(private key file, public key file)``."""
+    from streamml.signing import generate_key_pair
+
+    directory = tmp_path_factory.mktemp("keys")
+    generate_key_pair(directory, "test-models")
+    return directory / "test-models.key", directory / "test-models.pub"
+
+
+@pytest.fixture(autouse=True)
+def model_keys_in_env(model_keys: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commands run by a test (CliRunner, subprocesses) sign and verify with the session's keys."""
+    private, public = model_keys
+    monkeypatch.setenv("STREAMML_MODEL_SIGNING_KEY_FILE", str(private))
+    monkeypatch.setenv("STREAMML_MODEL_TRUSTED_KEYS", str(public))
+
+
 @pytest.fixture
-def settings(bootstrap_servers: str, tmp_path: Path) -> Settings:
-    """Settings for one test: the session broker and a unique namespace."""
+def settings(bootstrap_servers: str, tmp_path: Path, model_keys: tuple[Path, Path]) -> Settings:
+    """Settings for one test: the session broker, a unique namespace, signed models (the default path)."""
+    private, public = model_keys
     return load_settings(
         env={},
         bootstrap_servers=bootstrap_servers,
@@ -60,6 +79,8 @@ def settings(bootstrap_servers: str, tmp_path: Path) -> Settings:
         home=tmp_path / "home",
         publish_every_events=500,
         publish_every_seconds=5.0,
+        model_signing_key_file=private,
+        model_trusted_keys=str(public),
     )
 
 

@@ -141,6 +141,8 @@ def test_sigterm_stops_the_learn_command_cleanly(settings: Settings, topics: Top
         "STREAMML_NAMESPACE": settings.namespace,
         "STREAMML_PUBLISH_EVERY_EVENTS": "100",
         "STREAMML_PUBLISH_EVERY_SECONDS": "3600",
+        "STREAMML_MODEL_SIGNING_KEY_FILE": str(settings.model_signing_key_file),
+        "STREAMML_MODEL_TRUSTED_KEYS": settings.model_trusted_keys,
     }
     command = [sys.executable, "-c", "from streamml_cli import main; main()", "learn"]
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -229,7 +231,10 @@ def test_a_record_the_model_cannot_learn_is_skipped_and_logged_not_crash_looped(
 
 
 class Unloadable:
-    """Pickles fine but has no predict_one: open_envelope refuses it, as it would a broken payload."""
+    """Pickles and predicts, but is no class the restricted unpickler may load: every reader refuses it."""
+
+    def predict_one(self, x: dict[str, float]) -> bool:
+        return True
 
 
 def test_a_fallback_to_an_older_version_replays_from_its_offsets_not_the_committed_ones(
@@ -290,7 +295,7 @@ def test_a_model_over_the_size_limit_stops_the_learner_with_one_clear_error(sett
 
     def model_outgrows_the_limit(_envelope: object) -> None:
         # Stands in for a model that grows (a Hoeffding tree): v1 fits, v2 does not.
-        loop._publisher.settings = dataclasses.replace(settings, max_model_bytes=500)
+        loop._publisher.settings = dataclasses.replace(settings, max_model_total_bytes=500)
 
     loop.on_publish = model_outgrows_the_limit
     with pytest.raises(ModelTooLargeError) as raised:
@@ -299,6 +304,6 @@ def test_a_model_over_the_size_limit_stops_the_learner_with_one_clear_error(sett
     assert "\n" not in message
     assert f"model {settings.model_name} v2 is " in message and "over the 500-byte limit" in message
     assert "learned 700 events" in message and "no offsets were stored since v1 was published" in message
-    assert "STREAMML_MAX_MODEL_BYTES" in message and "--model-spec" in message and "restart" in message
+    assert "STREAMML_MAX_MODEL_TOTAL_BYTES" in message and "--model-spec" in message and "restart" in message
     assert [r.version for r in read_versions(Cluster(settings))] == [1]  # not skipped: nothing after v1 went out
     assert _lag(settings) == 200  # the events v2 would have covered are not committed

@@ -82,11 +82,14 @@ def test_forged_or_corrupt_records_do_not_move_the_sequence(settings: Settings, 
     assert restarted.start() == 2
     records = read_versions(Cluster(settings), model_name="demo-classifier")
     assert [r.status for r in records] == ["ok", "refused", "refused"]
-    assert "sha256" in records[1].reason and "not a model envelope" in records[2].reason
+    # The signature is checked first: a changed field (version) and payload break it.
+    assert "signature" in records[1].reason and "not a model envelope" in records[2].reason
 
 
-def test_an_oversized_model_is_refused_before_it_reaches_the_broker(settings: Settings, topics: Topics) -> None:
-    small = dataclasses.replace(settings, max_model_bytes=2000)
+def test_a_model_over_the_total_limit_is_refused_before_it_reaches_the_broker(
+    settings: Settings, topics: Topics
+) -> None:
+    small = dataclasses.replace(settings, max_model_total_bytes=2000)
     publisher = ModelPublisher(small)
     publisher.start()
     big = catalog.build("hoeffding")
@@ -109,8 +112,11 @@ def test_models_list_prints_versions_as_table_and_json(settings: Settings, topic
     runner = CliRunner()
     as_json = runner.invoke(cli, ["models", "list", "--json", *args])
     assert as_json.exit_code == 0, as_json.output
-    listed = json.loads(as_json.output)
+    document = json.loads(as_json.output)
+    listed = document["versions"]
     assert [(v["version"], v["status"], v["envelope"]["n_learned"]) for v in listed] == [(1, "ok", 10), (2, "ok", 20)]
+    assert document["serving"] == {"demo-classifier": {"version": 2, "mode": "latest"}}
     table = runner.invoke(cli, ["models", "list", *args], env={"COLUMNS": "160"})
     assert table.exit_code == 0, table.output
-    assert "0.600" in table.output and listed[1]["envelope"]["sha256"][:8] in table.output
+    assert "0.600" in table.output and listed[1]["envelope"]["key_id"] in table.output
+    assert "serving" in table.output and "consumers serve v2 (latest)" in table.output

@@ -201,13 +201,27 @@ def test_restart_recovers_window_state_from_the_source_partitions_changelog(
 
     produce(2 * n, 3 * n)
     process = _start_processor(settings, writer_path)
+
+    def every_event_out() -> list | None:
+        if process.poll() is not None:
+            raise AssertionError(f"processor exited early ({process.returncode})")
+        out = list(read_to_end(Cluster(settings), topics.features))
+        ids = {bundled_schema_serde().decode(m.value(), m.headers())["event_id"] for m in out}
+        return out if len(ids) >= 3 * n else None
+
     try:
-        features, _ = _wait_for_outputs(settings, topics, 3 * n, process)
+        features = eventually(every_event_out, timeout=90, interval=0.2, what=f"{3 * n} distinct events")
     finally:
         code, log = _stop(process)
     assert code == 0, log
     vectors = [(m.partition(), bundled_schema_serde().decode(m.value(), m.headers())) for m in features]
-    assert sorted(int(v["event_id"][1:]) for _, v in vectors) == list(range(3 * n)), "reprocessed or lost"
+    # Delivery is at-least-once (exactly-once processing is issue 9's): a record
+    # may be emitted again around a restart, but never lost, and a replay must be
+    # identical to its first emission (same window features).
+    first: dict[str, dict] = {}
+    for _, vector in vectors:
+        assert first.setdefault(vector["event_id"], vector) == vector, f"a replay differs: {vector}"
+    assert sorted(int(e[1:]) for e in first) == list(range(3 * n)), "lost"
     for partition, vector in vectors:
         i = int(vector["event_id"][1:])
         assert partition == vector["source_partition"] == i % n

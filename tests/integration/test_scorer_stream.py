@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import threading
@@ -167,6 +168,8 @@ class PickyModel:
 def test_a_record_the_model_cannot_score_is_skipped_and_logged_not_predicted(
     settings: Settings, topics: Topics, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # PickyModel is no river class: readers must be told to trust it explicitly.
+    settings = dataclasses.replace(settings, model_pickle_allow=f"{__name__}:PickyModel")
     publisher = ModelPublisher(settings)
     publisher.start()
     publisher.publish(PickyModel(), metrics={}, n_learned=0, input_offsets={})

@@ -13,6 +13,7 @@ from streamml.config import Settings
 from streamml.envelope import ModelEnvelope, encode_envelope, envelope_headers, seal
 from streamml.errors import ModelNotReadyError
 from streamml.kafka import make_producer
+from streamml.signing import signer_from_settings
 from streamml.topics import Topics
 from tests.conftest import eventually
 from tests.integration.conftest import small_model
@@ -28,7 +29,10 @@ def publish(publisher: ModelPublisher, n: int = 20) -> ModelEnvelope:
 
 def publish_corrupt(settings: Settings, topics: Topics, version: int) -> None:
     """Publish an envelope whose payload has a flipped byte but the original checksum."""
-    good = seal(small_model(3), model_name=settings.model_name, version=version, flavor="river")
+    good = seal(
+        small_model(3), model_name=settings.model_name, version=version, flavor="river",
+        signer=signer_from_settings(settings),
+    )
     payload = bytearray(good.payload)
     payload[len(payload) // 2] ^= 0x01
     bad = dataclasses.replace(good, payload=bytes(payload))
@@ -65,7 +69,7 @@ def test_a_corrupted_envelope_is_refused_and_the_previous_model_keeps_serving(
         assert subscriber.wait_for_version(1, timeout=15)
         publish_corrupt(settings, topics, version=2)
         eventually(lambda: subscriber.refused, timeout=15, what="the corrupt v2 to be refused")
-        [(offset, version, reason)] = subscriber.refused
+        [(offset, version, reason, _)] = subscriber.refused
         assert (offset, version) == (1, 2) and "sha256" in reason
         assert subscriber.version == 1 and subscriber.predict_one(X) is not None
         assert publish(publisher).version == 2  # the corrupt record did not take the number
@@ -82,7 +86,7 @@ def test_a_late_subscriber_loads_the_newest_valid_version_directly(
     with ModelSubscriber(settings) as subscriber:
         assert subscriber.wait_ready(timeout=15)
         assert subscriber.version == 3 and subscriber.swaps == 1
-        assert [(o, v) for o, v, _ in subscriber.refused] == [(3, 4)]
+        assert [(o, v) for o, v, *_ in subscriber.refused] == [(3, 4)]
 
 
 def test_predictions_never_fail_while_versions_swap(settings: Settings, publisher: ModelPublisher) -> None:
@@ -122,7 +126,11 @@ def test_a_non_ascii_checksum_on_the_topic_is_refused_and_the_subscriber_goes_on
         publish(publisher)
         assert subscriber.wait_for_version(1, timeout=15)
         planted = dataclasses.replace(
-            seal(small_model(3), model_name=settings.model_name, version=2, flavor="river"), sha256="é" * 64
+            seal(
+                small_model(3), model_name=settings.model_name, version=2, flavor="river",
+                signer=signer_from_settings(settings),
+            ),
+            sha256="é" * 64,
         )
         producer = make_producer(settings)
         producer.produce(
@@ -130,7 +138,7 @@ def test_a_non_ascii_checksum_on_the_topic_is_refused_and_the_subscriber_goes_on
         )
         assert producer.flush(10) == 0
         eventually(lambda: subscriber.refused, timeout=15, what="the planted record to be refused")
-        [(offset, version, reason)] = subscriber.refused
+        [(offset, version, reason, _)] = subscriber.refused
         assert (offset, version) == (1, 2) and "not 64 lowercase hex digits" in reason
         assert publish(publisher).version == 2  # the publisher reads past it too
         assert subscriber.wait_for_version(2, timeout=15)

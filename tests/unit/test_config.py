@@ -14,7 +14,12 @@ def test_defaults_without_environment() -> None:
     settings = load_settings(env={})
     assert settings.bootstrap_servers == "127.0.0.1:9092"
     assert settings.partitions == 3
-    assert settings.model_signing_key is None
+    # No key is configured: the publisher looks for the default pair, consumers for <home>/keys/*.pub.
+    assert settings.model_signing_key_file is None and settings.model_trusted_keys == ""
+    assert settings.development_mode is False
+    assert settings.model_pickle_allow == "" and settings.model_skops_trusted == ""
+    assert settings.max_model_total_bytes == 256_000_000
+    assert settings.keys_dir == settings.home / "keys"
 
 
 @pytest.mark.parametrize(
@@ -26,6 +31,12 @@ def test_defaults_without_environment() -> None:
         ("STREAMML_HOME", "/tmp/x", "home", Path("/tmp/x")),
         ("STREAMML_NAMESPACE", "team-a.", "namespace", "team-a."),
         ("STREAMML_SASL_MECHANISM", "", "sasl_mechanism", None),
+        ("STREAMML_MODEL_SIGNING_KEY_FILE", "/k/model.key", "model_signing_key_file", Path("/k/model.key")),
+        ("STREAMML_MODEL_SIGNING_KEY_FILE", "", "model_signing_key_file", None),
+        ("STREAMML_MODEL_TRUSTED_KEYS", "/k/a.pub,/k/dir", "model_trusted_keys", "/k/a.pub,/k/dir"),
+        ("STREAMML_DEVELOPMENT_MODE", "true", "development_mode", True),
+        ("STREAMML_DEVELOPMENT_MODE", " off ", "development_mode", False),
+        ("STREAMML_MAX_MODEL_TOTAL_BYTES", "5000000", "max_model_total_bytes", 5_000_000),
     ],
 )
 def test_environment_values_are_parsed(var: str, raw: str, field: str, expected: object) -> None:
@@ -67,12 +78,44 @@ def test_secrets_never_show() -> None:
             "STREAMML_SASL_MECHANISM": "PLAIN",
             "STREAMML_SASL_USERNAME": "alice",
             "STREAMML_SASL_PASSWORD": "hunter2",
-            "STREAMML_MODEL_SIGNING_KEY": "k3y",
         }
     )
-    assert "hunter2" not in repr(settings) and "k3y" not in repr(settings)
+    assert "hunter2" not in repr(settings)
     assert "hunter2" not in str(settings.sasl_password)
     assert settings.sasl_password is not None and settings.sasl_password.get() == "hunter2"
+
+
+def test_the_removed_shared_signing_key_setting_is_an_error_not_ignored() -> None:
+    # A deployment still setting the old HMAC key must hear that it no longer protects anything.
+    with pytest.raises(ConfigError, match="did you mean STREAMML_MODEL_SIGNING_KEY_FILE"):
+        load_settings(env={"STREAMML_MODEL_SIGNING_KEY": "k3y"})
+    with pytest.raises(ConfigError, match="unknown setting 'model_signing_key'"):
+        load_settings(env={}, model_signing_key="k3y")
+
+
+@pytest.mark.parametrize("raw", ["maybe", "2", ""])
+def test_development_mode_is_parsed_strictly(raw: str) -> None:
+    with pytest.raises(ConfigError, match="STREAMML_DEVELOPMENT_MODE"):
+        load_settings(env={"STREAMML_DEVELOPMENT_MODE": raw})
+
+
+def test_comma_separated_trust_settings_split_into_items() -> None:
+    settings = load_settings(
+        env={
+            "STREAMML_MODEL_TRUSTED_KEYS": " /k/a.pub, ,/k/dir ",
+            "STREAMML_MODEL_PICKLE_ALLOW": "mypkg.*,other.mod:Model",
+            "STREAMML_MODEL_SKOPS_TRUSTED": "sklearn.tree._tree.Tree",
+        }
+    )
+    assert settings.list_of("model_trusted_keys") == ["/k/a.pub", "/k/dir"]
+    assert settings.list_of("model_pickle_allow") == ["mypkg.*", "other.mod:Model"]
+    assert settings.list_of("model_skops_trusted") == ["sklearn.tree._tree.Tree"]
+    assert load_settings(env={}).list_of("model_trusted_keys") == []
+
+
+def test_max_model_total_bytes_must_be_positive() -> None:
+    with pytest.raises(ConfigError, match="max_model_total_bytes"):
+        load_settings(env={"STREAMML_MAX_MODEL_TOTAL_BYTES": "0"})
 
 
 def test_sasl_mechanism_needs_credentials() -> None:
@@ -111,5 +154,20 @@ def test_namespace_prefixes_topic_and_group_names() -> None:
 
 
 def test_to_env_reproduces_the_settings() -> None:
-    settings = load_settings(env={"STREAMML_MODEL_SIGNING_KEY": "k"}, namespace="n.", partitions=5, window_seconds=2.5)
+    settings = load_settings(
+        env={
+            "STREAMML_MODEL_SIGNING_KEY_FILE": "/k/model.key",
+            "STREAMML_MODEL_TRUSTED_KEYS": "/k/a.pub,/k/b.pub",
+            "STREAMML_DEVELOPMENT_MODE": "yes",
+            "STREAMML_MODEL_PICKLE_ALLOW": "mypkg.*",
+            "STREAMML_SASL_MECHANISM": "PLAIN",
+            "STREAMML_SASL_USERNAME": "alice",
+            "STREAMML_SASL_PASSWORD": "hunter2",
+        },
+        namespace="n.",
+        partitions=5,
+        window_seconds=2.5,
+        max_model_total_bytes=1234,
+    )
     assert load_settings(env=settings.to_env()) == settings
+    assert settings.development_mode is True and settings.model_signing_key_file == Path("/k/model.key")

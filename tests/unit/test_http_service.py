@@ -12,7 +12,13 @@ import pytest
 
 from consumers.http_service import MAX_INSTANCES, ModelServer
 from consumers.swap import ModelSlot
-from streamml.envelope import TrustPolicy, seal
+from streamml.envelope import ModelEnvelope, seal
+from streamml.signing import Keyring, SigningKey
+from streamml.trust import TrustPolicy, assess
+
+SIGNER = SigningKey.generate()
+#: Trusts SIGNER; the test models live in this module, so the restricted unpickler must allow it.
+POLICY = TrustPolicy(keyring=Keyring().with_key(SIGNER.public_key), pickle_allowed=(f"{__name__}.*",))
 
 
 class Threshold:
@@ -29,6 +35,13 @@ class Threshold:
         return {0: 1 - p, 1: p}
 
 
+def sealed(cut: float, version: int) -> ModelEnvelope:
+    return seal(
+        Threshold(cut), model_name="m", version=version, flavor="river", signer=SIGNER,
+        golden_inputs=[{"x": 0.0}, {"x": 1.0}],
+    )
+
+
 def call(url: str, body: Any = None, *, raw: bytes | None = None) -> tuple[int, dict[str, Any], dict[str, str]]:
     data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
     request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
@@ -41,7 +54,7 @@ def call(url: str, body: Any = None, *, raw: bytes | None = None) -> tuple[int, 
 
 @pytest.fixture
 def slot() -> ModelSlot:
-    return ModelSlot("m", TrustPolicy(allow_runtime_mismatch=False))
+    return ModelSlot("m", POLICY)
 
 
 @pytest.fixture
@@ -58,7 +71,7 @@ def test_not_ready_is_503_never_a_default_answer(server: ModelServer) -> None:
 
 
 def test_predictions_name_the_version_that_made_them(server: ModelServer, slot: ModelSlot) -> None:
-    assert slot.offer(seal(Threshold(0.5), model_name="m", version=3, flavor="river"))
+    assert slot.offer(sealed(0.5, 3))
     status, body, _ = call(f"{server.url}/predict", {"features": {"x": 0.9}})
     assert status == 200 and body == {"model_version": 3, "prediction": 1, "probabilities": {"0": 0.0, "1": 1.0}}
     status, body, _ = call(f"{server.url}/predict", {"instances": [{"x": 0.1}, {"x": 0.7}]})
@@ -66,12 +79,31 @@ def test_predictions_name_the_version_that_made_them(server: ModelServer, slot: 
     assert call(f"{server.url}/readyz")[:2] == (200, {"ready": True, "model_version": 3})
     status, model, _ = call(f"{server.url}/model")
     assert status == 200 and model["version"] == 3 and "payload" not in model
+    assert model["serving_mode"] == "latest" and model["signed"] is True and model["key_id"] == SIGNER.key_id
+
+
+def test_model_says_why_its_version_serves(server: ModelServer, slot: ModelSlot) -> None:
+    assert slot.offer(sealed(0.5, 2))
+    assert slot.install(assess(sealed(0.8, 1), POLICY), mode="pinned")  # what a signed pin does
+    status, model, _ = call(f"{server.url}/model")
+    assert status == 200 and model["version"] == 1 and model["serving_mode"] == "pinned"
+    assert call(f"{server.url}/predict", {"features": {"x": 0.7}})[1]["model_version"] == 1
+    slot.set_mode("rolled_back")
+    assert call(f"{server.url}/model")[1]["serving_mode"] == "rolled_back"
+    assert call(f"{server.url}/readyz")[:2] == (200, {"ready": True, "model_version": 1})
+
+
+def test_an_unsigned_model_never_serves(server: ModelServer, slot: ModelSlot) -> None:
+    assert not slot.offer(seal(Threshold(0.5), model_name="m", version=1, flavor="river"))
+    assert call(f"{server.url}/predict", {"features": {"x": 1.0}})[0] == 503
+    assert call(f"{server.url}/model")[0] == 503
+    assert [r.kind for r in slot.refused] == ["unsigned"]
 
 
 def test_a_swap_changes_the_answers(server: ModelServer, slot: ModelSlot) -> None:
-    slot.offer(seal(Threshold(0.5), model_name="m", version=1, flavor="river"))
+    assert slot.offer(sealed(0.5, 1))
     assert call(f"{server.url}/predict", {"features": {"x": 0.7}})[1]["prediction"] == 1
-    slot.offer(seal(Threshold(0.8), model_name="m", version=2, flavor="river"))
+    assert slot.offer(sealed(0.8, 2))
     assert call(f"{server.url}/predict", {"features": {"x": 0.7}})[1] == {
         "model_version": 2, "prediction": 0, "probabilities": {"0": 1.0, "1": 0.0},
     }
@@ -94,7 +126,7 @@ def test_a_swap_changes_the_answers(server: ModelServer, slot: ModelSlot) -> Non
 def test_bad_requests_get_a_clear_error(
     server: ModelServer, slot: ModelSlot, body: Any, raw: bytes | None, status: int, fragment: str
 ) -> None:
-    slot.offer(seal(Threshold(0.5), model_name="m", version=1, flavor="river"))
+    assert slot.offer(sealed(0.5, 1))
     got, answer, _ = call(f"{server.url}/predict", body, raw=raw)
     assert got == status and fragment in answer["error"]
 
