@@ -35,6 +35,7 @@ integration: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks $(ARGS)
+	$(BIN)/python -m benchmarks.latency
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

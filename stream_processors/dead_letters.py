@@ -67,8 +67,14 @@ def dead_letter_headers(
     offset: int,
     source_timestamp_ms: int | None,
     now_ms: int,
+    original_size: int | None = None,
+    original_sha256: str = "",
 ) -> list[tuple[str, bytes | None]]:
-    """Return ``original`` headers followed by the reason headers of ``rejection``."""
+    """Return ``original`` headers followed by the reason headers of ``rejection``.
+
+    ``original_size``/``original_sha256`` are set when the dead letter keeps
+    only a truncated copy of a record too large to quarantine whole.
+    """
     reason = DeadLetterReason(
         stage=rejection.stage,
         rule=rejection.rule,
@@ -80,6 +86,8 @@ def dead_letter_headers(
         source_offset=offset,
         source_timestamp=source_timestamp_ms,
         timestamp=now_ms,
+        original_size=original_size,
+        original_sha256=original_sha256,
     )
     return reason.headers(original)
 

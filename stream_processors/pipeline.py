@@ -11,6 +11,7 @@ it is not a decode or contract problem). The faust wiring in
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -142,6 +143,9 @@ class BatchProcessor:
         window: WindowSpec,
         features_partitions: int,
         clock: Callable[[], float] = time.time,
+        max_event_future_seconds: float = 60.0,
+        max_event_age_seconds: float = 20 * 365.25 * 24 * 3600,
+        dead_letter_max_bytes: int = 900_000,
     ) -> None:
         self.event_serde = AvroSerde(event_schema, writer_schemas)
         self.feature_codec = RecordCodec(FeatureVector)
@@ -154,6 +158,9 @@ class BatchProcessor:
         self.feature_spec = FeatureSpec.from_schema(event_schema, exclude=(key_field, label_field, time_field))
         self._feature_headers = self.feature_codec.headers
         self._clock = clock
+        self.max_event_future_ms = int(max_event_future_seconds * 1000)
+        self.max_event_age_ms = int(max_event_age_seconds * 1000)
+        self.dead_letter_max_bytes = dead_letter_max_bytes
 
     @classmethod
     def from_settings(
@@ -172,6 +179,9 @@ class BatchProcessor:
             time_field=settings.time_field,
             window=WindowSpec(settings.window_seconds, tuple(settings.window_field_list)),
             features_partitions=settings.partitions,
+            max_event_future_seconds=settings.max_event_future_seconds,
+            max_event_age_seconds=settings.max_event_age_seconds,
+            dead_letter_max_bytes=settings.dead_letter_max_bytes,
         )
 
     def process_batch(
@@ -206,7 +216,7 @@ class BatchProcessor:
         item: _Parsed | Rejection | Exception
         for index, record in enumerate(records):
             try:
-                item = self._parse(record)
+                item = self._parse(record, now_ms)
             except Exception as exc:  # noqa: BLE001 - quarantined below
                 item = exc
             parsed.append(item)
@@ -229,7 +239,7 @@ class BatchProcessor:
             result.window_updates[key] = WindowUpdate(partition, state, state.dump(self.window))
         return result
 
-    def _parse(self, record: SourceRecord) -> _Parsed | Rejection:
+    def _parse(self, record: SourceRecord, now_ms: int) -> _Parsed | Rejection:
         try:
             event = self.event_serde.decode(record.value, record.headers)
         except DecodeError as exc:
@@ -239,6 +249,22 @@ class BatchProcessor:
             return Rejection.from_violations(violations)
         window_key = record.key if record.key is not None else str(event[self.key_field]).encode()
         time_ms = int(event[self.time_field])
+        # Event time is bounded by the processor's clock: one far-future event
+        # would otherwise hold its key's window state ahead of every later
+        # event (they would all look late), one from 1970 is a unit or default bug.
+        if time_ms > now_ms + self.max_event_future_ms:
+            ahead = (time_ms - now_ms) / 1000
+            return Rejection(
+                "validate", "event_time_future", self.time_field,
+                f"{self.time_field}={time_ms} is {ahead:.0f} s ahead of the processor's clock "
+                f"(STREAMML_MAX_EVENT_FUTURE_SECONDS={self.max_event_future_ms / 1000:g})",
+            )
+        if time_ms < now_ms - self.max_event_age_ms:
+            return Rejection(
+                "validate", "event_time_past", self.time_field,
+                f"{self.time_field}={time_ms} is older than STREAMML_MAX_EVENT_AGE_SECONDS="
+                f"{self.max_event_age_ms / 1000:g} (epoch 0, or seconds sent as milliseconds?)",
+            )
         values = {name: _as_float(event.get(name)) for name in self.window.fields}
         return _Parsed(event, window_key, time_ms, values, (record.partition, record.offset))
 
@@ -296,16 +322,45 @@ class BatchProcessor:
         logger.info(
             "quarantined %s: %s/%s %s", record.position, rejection.stage, rejection.rule, rejection.message
         )
+        value, key, original = record.value, record.key, record.headers
+        size = _record_size(value, key, original)
+        truncated: dict[str, Any] = {}
+        if size > self.dead_letter_max_bytes:
+            # The whole record would not fit one produce request: keep a prefix of
+            # the value and say where the original is (source topic, partition,
+            # offset), how large it was and its digest, so it is never lost silently.
+            truncated = {"original_size": size, "original_sha256": hashlib.sha256(value or b"").hexdigest()}
+            value = (value or b"")[: _TRUNCATED_VALUE_BYTES]
+            key = None if key is None else key[:_TRUNCATED_KEY_BYTES]
+            original = ()
+            logger.warning(
+                "quarantined %s is %d bytes: its dead letter keeps the first %d bytes of the value",
+                record.position, size, len(value),
+            )
         headers = dead_letter_headers(
-            record.headers,
+            original,
             rejection,
             topic=record.topic,
             partition=record.partition,
             offset=record.offset,
             source_timestamp_ms=record.timestamp_ms,
             now_ms=now_ms,
+            **truncated,
         )
-        return OutputRecord(record.key, record.value, headers, None, record)
+        return OutputRecord(key, value, headers, None, record)
+
+
+#: What a truncated dead letter keeps of an oversized record.
+_TRUNCATED_VALUE_BYTES = 64 * 1024
+_TRUNCATED_KEY_BYTES = 1024
+
+
+def _record_size(value: bytes | None, key: bytes | None, headers: Headers) -> int:
+    """Bytes of a record as a produce request carries them (value, key, header names and values)."""
+    size = len(value or b"") + len(key or b"")
+    for name, header in headers:
+        size += len(name) + len(header or b"")
+    return size
 
 
 def _as_float(value: Any) -> float | None:

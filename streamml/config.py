@@ -88,6 +88,16 @@ class Settings:
     #: Events the stream processor handles per batch (faust's per-event cost
     #: is high, so decoding, validation and featurization work on batches).
     processor_batch_size: int = 500
+    #: An event whose time is more than this ahead of the processor's clock is
+    #: quarantined (rule ``event_time_future``): one event must not move a
+    #: key's window state into the future.
+    max_event_future_seconds: float = 60.0
+    #: An event older than this is quarantined (rule ``event_time_past``); the
+    #: default, 20 years, catches epoch-0 defaults and seconds sent as milliseconds.
+    max_event_age_seconds: float = 20 * 365.25 * 24 * 3600
+    #: Largest dead letter the processor writes; a larger quarantined record
+    #: keeps a truncated copy of its value plus its size and sha256.
+    dead_letter_max_bytes: int = 900_000
     #: Length of the per-key event-time window for windowed features, seconds.
     window_seconds: float = 60.0
     #: Numeric fields whose per-key windowed mean becomes a feature (comma list).
@@ -207,12 +217,13 @@ _INT_FIELDS = {
     "publish_every_events",
     "max_model_bytes",
     "max_model_total_bytes",
+    "dead_letter_max_bytes",
     "broker_port",
     "session_timeout_ms",
     "fetch_wait_max_ms",
     "processor_batch_size",
 }
-_FLOAT_FIELDS = {"publish_every_seconds", "window_seconds"}
+_FLOAT_FIELDS = {"publish_every_seconds", "window_seconds", "max_event_future_seconds", "max_event_age_seconds"}
 _PATH_FIELDS = {"schema_path", "home", "model_signing_key_file"}
 _BOOL_FIELDS = {"development_mode"}
 _TRUE = {"1", "true", "yes", "on"}
@@ -265,12 +276,14 @@ def _validate(s: Settings) -> list[str]:
                 )
     for name in (
         "partitions", "replication_factor", "publish_every_events", "max_model_bytes", "processor_batch_size",
-        "max_model_total_bytes",
+        "max_model_total_bytes", "dead_letter_max_bytes",
     ):
         if getattr(s, name) < 1:
             problems.append(f"{name}: must be at least 1, got {getattr(s, name)}")
     if s.publish_every_seconds <= 0:
         problems.append(f"publish_every_seconds: must be positive, got {s.publish_every_seconds}")
+    if s.max_event_future_seconds <= 0 or s.max_event_age_seconds <= 0:
+        problems.append("max_event_future_seconds / max_event_age_seconds: must be positive")
     if s.window_seconds <= 0:
         problems.append(f"window_seconds: must be positive, got {s.window_seconds}")
     if not 1 <= s.broker_port <= 65535:

@@ -148,7 +148,7 @@ class RecordCodec(Generic[R]):
 # -- dead letters -----------------------------------------------------------
 DLQ_PREFIX = "streamml.dlq."
 DEAD_LETTER_STAGES = ("decode", "validate", "featurize")
-_INT_HEADERS = ("source.partition", "source.offset")
+_INT_HEADERS = ("source.partition", "source.offset", "original.size")
 
 
 @dataclass(frozen=True)
@@ -168,6 +168,9 @@ class DeadLetterReason:
         source.offset
         source.timestamp  the record's own timestamp, epoch ms (empty if none)
         timestamp         when it was quarantined, epoch ms
+        original.size     set when the record was too large to keep whole: its
+        original.sha256   size in bytes and the sha256 of its value (the value
+                          is then truncated, the original headers dropped)
 
     A record quarantined twice (after a replay) carries both reasons; reading
     takes the newest (the last header of each name).
@@ -186,11 +189,16 @@ class DeadLetterReason:
     source_offset: int | None = None
     source_timestamp: int | None = None
     timestamp: int | None = None
+    #: Set when the dead letter could not keep the whole record: its original
+    #: size in bytes (value, key and headers) and the sha256 of its value.
+    original_size: int | None = None
+    original_sha256: str = ""
 
     #: Header names (without the prefix) in the order they are written.
     HEADER_NAMES: ClassVar[tuple[str, ...]] = (
         "stage", "rule", "field", "message", "violations",
         "source.topic", "source.partition", "source.offset", "source.timestamp", "timestamp",
+        "original.size", "original.sha256",
     )
 
     def headers(self, original: Headers = None) -> list[tuple[str, bytes | None]]:
@@ -206,9 +214,13 @@ class DeadLetterReason:
             "source.offset": _text(self.source_offset),
             "source.timestamp": _text(self.source_timestamp),
             "timestamp": _text(self.timestamp),
+            "original.size": _text(self.original_size),
+            "original.sha256": self.original_sha256,
         }
         out: list[tuple[str, bytes | None]] = list(original or ())
-        out.extend((DLQ_PREFIX + name, values[name].encode("utf-8", errors="replace")) for name in self.HEADER_NAMES)
+        for name in self.HEADER_NAMES:
+            limit = _VIOLATIONS_BYTES if name == "violations" else _HEADER_BYTES
+            out.append((DLQ_PREFIX + name, _capped(values[name], limit)))
         return out
 
     @classmethod
@@ -236,6 +248,22 @@ class DeadLetterReason:
         """The newest ``rule`` header of a dead letter, ``None`` when it has none."""
         raw = header_value(headers, DLQ_PREFIX + "rule")
         return None if raw is None else raw.decode("utf-8", errors="replace")
+
+
+#: Longest reason header value, in bytes; a message quoting a huge offending
+#: value is cut (marked with "…") so the dead letter always fits a request.
+_HEADER_BYTES = 4096
+_VIOLATIONS_BYTES = 16384
+
+
+def _capped(text: str, limit: int) -> bytes:
+    raw = text.encode("utf-8", errors="replace")
+    if len(raw) <= limit:
+        return raw
+    # A cut violations list is no longer JSON: keep it parseable as a one-item note.
+    if text.startswith("["):
+        return json.dumps([{"field": "", "rule": "truncated", "message": text[: limit // 8]}]).encode()
+    return raw[: limit - 3] + "…".encode()
 
 
 def _text(value: int | None) -> str:

@@ -193,7 +193,9 @@ class AvroSerde:
 
         Rules: ``missing_schema_header``, ``unknown_schema``, ``empty_value``,
         ``undecodable`` (truncated or corrupt bytes), ``trailing_bytes``,
-        ``schema_resolution`` (writer and reader schemas are incompatible).
+        ``non_canonical`` (bytes that decode only by accident, such as a
+        negative union branch index), ``schema_resolution`` (writer and reader
+        schemas are incompatible).
         """
         if value is None or len(value) == 0:
             raise DecodeError("record has no value", rule="empty_value")
@@ -222,7 +224,27 @@ class AvroSerde:
             )
         if not isinstance(record, dict):
             raise DecodeError("value is not an Avro record", rule="undecodable")
+        if writer is self.reader:
+            self._check_canonical(value, record)
         return record
+
+    def _check_canonical(self, value: bytes, record: dict[str, Any]) -> None:
+        """Refuse bytes that decode but are not what encoding the result gives back.
+
+        fastavro reads a union's branch index as a Python list index, so a
+        negative index (-1) silently picks the last branch instead of failing.
+        Encoding the decoded record again and comparing catches that and any
+        other non-canonical encoding, at the cost of one encode per record.
+        """
+        buffer = io.BytesIO()
+        try:
+            fastavro.schemaless_writer(buffer, self.reader.parsed, record)
+        except Exception as exc:  # a value fastavro read but cannot write back
+            raise DecodeError(f"decoded record does not re-encode: {exc}", rule="undecodable") from exc
+        if buffer.getvalue() != value:
+            raise DecodeError(
+                "not a canonical Avro encoding (e.g. a negative union branch index)", rule="non_canonical"
+            )
 
 
 def _describe_encode_error(

@@ -37,6 +37,9 @@ def test_decode_rejection_headers() -> None:
         "streamml.dlq.source.offset": b"41",
         "streamml.dlq.source.timestamp": b"1000",
         "streamml.dlq.timestamp": b"5000",
+        # Empty unless the record was too large to keep whole.
+        "streamml.dlq.original.size": b"",
+        "streamml.dlq.original.sha256": b"",
     }
 
 
