@@ -35,7 +35,7 @@ from streamml.errors import ConfigError, EnvelopeError, ModelTooLargeError
 from streamml.kafka import Deliveries, produce
 from streamml.registry import VersionRecord, newest_authentic, next_version, read_versions
 from streamml.signing import SigningKey, signer_from_settings
-from streamml.transfer import ModelChunk, chunk_serde, digest, new_transfer_id, split_payload
+from streamml.transfer import chunk_envelope, chunk_serde
 from streamml.trust import TrustPolicy, load_model
 
 __all__ = ["ModelPublisher"]
@@ -186,25 +186,15 @@ class ModelPublisher:
     def _send_chunks(self, producer: Producer, envelope: ModelEnvelope, key: bytes, deliveries: Deliveries) -> bytes:
         """Produce the payload's chunks (in order, one partition); return the encoded signed manifest."""
         # Room for the chunk record's own fields and the record overhead under the limit.
-        pieces = split_payload(envelope.payload, max(self.settings.max_model_bytes - 4096, 1024))
-        transfer_id = new_transfer_id()
+        chunks, manifest = chunk_envelope(envelope, max(self.settings.max_model_bytes - 4096, 1024))
         headers = chunk_serde().headers
-        for index, piece in enumerate(pieces):
-            chunk = ModelChunk(envelope.model_name, envelope.version, transfer_id, index, len(pieces), piece)
+        for chunk in chunks:
             produce(producer, self.topic, chunk.encode(), key=key, headers=headers, on_delivery=deliveries)
-        manifest = dataclasses.replace(
-            envelope,
-            payload=b"",
-            chunks=tuple((digest(p), len(p)) for p in pieces),
-            transfer_id=transfer_id,
-            key_id=None,
-            signature=None,
-        )
         if self.signer is not None:
             manifest = sign(manifest, self.signer)
         logger.info(
             "%s v%d: %d-byte payload sent in %d chunks (transfer %s)",
-            envelope.model_name, envelope.version, envelope.payload_size, len(pieces), transfer_id,
+            envelope.model_name, envelope.version, envelope.payload_size, len(chunks), manifest.transfer_id,
         )
         return encode_envelope(manifest, max_bytes=self.settings.max_model_bytes)
 

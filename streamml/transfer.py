@@ -22,6 +22,7 @@ dropped first.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import uuid
@@ -29,11 +30,12 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from streamml.envelope import ModelEnvelope
 from streamml.errors import EnvelopeError
 from streamml.records import MODEL_CHUNK_SCHEMA
 from streamml.serde import AvroSerde, Headers, bundled_schema
 
-__all__ = ["ModelChunk", "new_transfer_id", "split_payload", "chunk_serde", "Reassembler"]
+__all__ = ["ModelChunk", "new_transfer_id", "split_payload", "chunk_envelope", "chunk_serde", "Reassembler"]
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +88,29 @@ def split_payload(payload: bytes, chunk_size: int) -> list[bytes]:
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
     return [payload[i : i + chunk_size] for i in range(0, len(payload), chunk_size)] or [b""]
+
+
+def chunk_envelope(envelope: ModelEnvelope, chunk_size: int) -> tuple[list[ModelChunk], ModelEnvelope]:
+    """Cut an envelope's payload into chunks; return them and the manifest (unsigned: sign it last).
+
+    Send the chunks in order, then the signed manifest, to the one partition
+    of the models topic.
+    """
+    pieces = split_payload(envelope.payload, chunk_size)
+    transfer_id = new_transfer_id()
+    chunks = [
+        ModelChunk(envelope.model_name, envelope.version, transfer_id, index, len(pieces), piece)
+        for index, piece in enumerate(pieces)
+    ]
+    manifest = dataclasses.replace(
+        envelope,
+        payload=b"",
+        chunks=tuple((digest(p), len(p)) for p in pieces),
+        transfer_id=transfer_id,
+        key_id=None,
+        signature=None,
+    )
+    return chunks, manifest
 
 
 def digest(data: bytes) -> str:

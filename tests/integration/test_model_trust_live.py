@@ -27,7 +27,7 @@ from streamml.kafka import make_producer
 from streamml.registry import read_history
 from streamml.signing import SigningKey, signer_from_settings
 from streamml.topics import Topics
-from streamml.transfer import ModelChunk, chunk_serde, digest, new_transfer_id, split_payload
+from streamml.transfer import ModelChunk, chunk_envelope, chunk_serde, digest, split_payload
 from streamml_cli import cli
 from tests.conftest import eventually
 from tests.integration.conftest import small_model
@@ -156,9 +156,7 @@ def test_a_model_that_raises_on_predict_is_never_activated(
         # A genuine model of v2 with golden examples recorded that its payload cannot answer:
         # a payload swapped for a model with other features (it raises on the recorded rows).
         other = seal(small_model(3), model_name=settings.model_name, version=2, flavor="river", golden_inputs=ROWS)
-        payload = pickle.dumps(_strict_model(), protocol=5)
-        swapped = dataclasses.replace(other, payload=payload, sha256=digest(payload), payload_size=len(payload))
-        _plant(settings, topics, sign(swapped, publisher.signer))
+        _plant(settings, topics, _swap_payload(other, _strict_model(), publisher.signer))
         [refusal] = eventually(lambda: subscriber.refused, timeout=15, what="the broken v2")
         assert refusal.kind == "golden_mismatch", refusal.reason
         assert subscriber.version == 1 and subscriber.predict_one(X) is not None
@@ -181,9 +179,8 @@ def test_a_golden_mismatch_is_refused(settings: Settings, topics: Topics, publis
         _publish(publisher)
         assert subscriber.wait_for_version(1, timeout=15)
         recorded = seal(small_model(40), model_name=settings.model_name, version=2, flavor="river", golden_inputs=ROWS)
-        payload = pickle.dumps(small_model(1), protocol=5)  # loads fine, answers differently
-        swapped = dataclasses.replace(recorded, payload=payload, sha256=digest(payload), payload_size=len(payload))
-        _plant(settings, topics, sign(swapped, publisher.signer))
+        # small_model(1) loads fine but answers differently from the model the examples were recorded with.
+        _plant(settings, topics, _swap_payload(recorded, small_model(1), publisher.signer))
         [refusal] = eventually(lambda: subscriber.refused, timeout=15, what="the mismatching v2")
         assert refusal.kind == "golden_mismatch" and subscriber.version == 1
 
@@ -277,13 +274,16 @@ def test_an_unsigned_or_replayed_directive_is_refused(
 
 
 def _big_model(features: int = 100_000) -> Any:
-    from river import compose, linear_model, preprocessing
+    from benchmarks.latency import large_model
 
-    model = compose.Pipeline(preprocessing.StandardScaler(), linear_model.LogisticRegression())
-    row = {f"f{i}": float(i % 7) for i in range(features)}
-    model.learn_one(row, True)
-    model.learn_one({k: v + 1.0 for k, v in row.items()}, False)
-    return model
+    return large_model(features)
+
+
+def _swap_payload(envelope: ModelEnvelope, model: Any, signer: SigningKey) -> ModelEnvelope:
+    """``envelope`` carrying another model's payload, checksum fixed and re-signed (a key holder's forgery)."""
+    payload = pickle.dumps(model, protocol=5)
+    swapped = dataclasses.replace(envelope, payload=payload, sha256=digest(payload), payload_size=len(payload))
+    return sign(swapped, signer)
 
 
 GOLDEN_BIG = [{"f1": 1.0, "f2": 5.0}, {"f3": 0.5}]
@@ -341,9 +341,8 @@ def _chunked_records(
         _big_model(), model_name=settings.model_name, version=version, flavor="river", golden_inputs=GOLDEN_BIG
     )
     size = settings.max_model_bytes - 4096
-    pieces = split_payload(envelope.payload, size)
-    transfer = new_transfer_id()
-    chunks = [ModelChunk(settings.model_name, version, transfer, i, len(pieces), p) for i, p in enumerate(pieces)]
+    chunks, manifest = chunk_envelope(envelope, size)
+    transfer, count = manifest.transfer_id, len(chunks)
     if damage == "truncated":
         chunks = chunks[:-1]
     elif damage == "reordered":
@@ -356,10 +355,7 @@ def _chunked_records(
         # Chunk 1 comes from another version's transfer under the same transfer id.
         other = seal(_big_model(90_000), model_name=settings.model_name, version=version + 1, flavor="river")
         stranger = split_payload(other.payload, size)[1]
-        chunks[1] = ModelChunk(settings.model_name, version + 1, transfer, 1, len(pieces), stranger)
-    manifest = dataclasses.replace(
-        envelope, payload=b"", chunks=tuple((digest(p), len(p)) for p in pieces), transfer_id=transfer
-    )
+        chunks[1] = ModelChunk(settings.model_name, version + 1, transfer, 1, count, stranger)
     records = [(c.encode(), chunk_serde().headers) for c in chunks]
     records.append((encode_envelope(sign(manifest, signer)), envelope_headers()))
     return records

@@ -19,7 +19,15 @@ from streamml.errors import DecodeError, EnvelopeError
 from streamml.models_topic import ModelsTopicFolder, RecordRefused, VersionEvent
 from streamml.serde import Headers
 from streamml.signing import Keyring, SigningKey, generate_key_pair
-from streamml.transfer import ModelChunk, Reassembler, chunk_serde, digest, new_transfer_id, split_payload
+from streamml.transfer import (
+    ModelChunk,
+    Reassembler,
+    chunk_envelope,
+    chunk_serde,
+    digest,
+    new_transfer_id,
+    split_payload,
+)
 from streamml.trust import TrustPolicy, load_model
 
 SIGNER = SigningKey.generate()
@@ -280,20 +288,8 @@ def chunk_records(
     envelope: ModelEnvelope, chunk_size: int = 2048, signer: SigningKey | None = SIGNER
 ) -> tuple[list[Record], ModelEnvelope]:
     """The records ``ModelPublisher._send_chunks`` produces: chunks in order, then the signed manifest."""
-    pieces = split_payload(envelope.payload, chunk_size)
-    transfer_id = new_transfer_id()
-    records: list[Record] = []
-    for index, piece in enumerate(pieces):
-        chunk = ModelChunk(envelope.model_name, envelope.version, transfer_id, index, len(pieces), piece)
-        records.append((KEY, chunk.encode(), chunk_serde().headers))
-    manifest = dataclasses.replace(
-        envelope,
-        payload=b"",
-        chunks=tuple((digest(p), len(p)) for p in pieces),
-        transfer_id=transfer_id,
-        key_id=None,
-        signature=None,
-    )
+    chunks, manifest = chunk_envelope(envelope, chunk_size)
+    records: list[Record] = [(KEY, chunk.encode(), chunk_serde().headers) for chunk in chunks]
     if signer is not None:
         manifest = sign(manifest, signer)
     records.append((KEY, encode_envelope(manifest), envelope_headers()))
