@@ -20,6 +20,7 @@ __all__ = [
     "EPHEMERAL_PURPOSES",
     "RAW_EVENTS",
     "DEAD_LETTERS",
+    "REPLAYED",
     "FEATURES",
     "MODELS",
     "PREDICTIONS",
@@ -27,6 +28,8 @@ __all__ = [
 
 RAW_EVENTS = "events.raw.v1"
 DEAD_LETTERS = "events.raw.v1.dlq"
+#: The replay ledger: one record per dead letter replayed, keyed by its position.
+REPLAYED = "events.raw.v1.dlq.replayed"
 FEATURES = "features.v1"
 MODELS = "models.v1"
 PREDICTIONS = "predictions.v1"
@@ -43,19 +46,21 @@ class TopicSpec:
 
 @dataclass(frozen=True)
 class Topics:
-    """The five pipeline topics, namespaced for one pipeline."""
+    """The pipeline's topics, namespaced for one pipeline."""
 
     raw_events: str
     dead_letters: str
     features: str
     models: str
     predictions: str
+    replayed: str
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Topics:
         return cls(
             raw_events=settings.topic(RAW_EVENTS),
             dead_letters=settings.topic(DEAD_LETTERS),
+            replayed=settings.topic(REPLAYED),
             features=settings.topic(FEATURES),
             models=settings.topic(MODELS),
             predictions=settings.topic(PREDICTIONS),
@@ -68,6 +73,8 @@ class Topics:
             TopicSpec(self.raw_events, n),
             # Quarantined events are evidence: keep them longer than the data.
             TopicSpec(self.dead_letters, 1, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
+            # Which dead letters were replayed: kept as long as the dead letters are.
+            TopicSpec(self.replayed, 1, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
             # Features keep the raw topic's partitioning, so per-key order holds.
             TopicSpec(self.features, n),
             # One partition: versions of a model (and the directives about them)
@@ -84,7 +91,7 @@ class Topics:
         ]
 
     def all(self) -> list[str]:
-        return [self.raw_events, self.dead_letters, self.features, self.models, self.predictions]
+        return [self.raw_events, self.dead_letters, self.features, self.models, self.predictions, self.replayed]
 
 
 #: Purposes of the short-lived, never-committing consumers (``Groups.ephemeral``).

@@ -26,9 +26,24 @@ def cli() -> None:
 
 def _register() -> None:
     # Imported here so each module can import ``cli`` without a cycle.
-    from streamml_cli import broker, demo, keys, lag, learn, model_registry, process, produce, score, serve, topics
+    from streamml_cli import (
+        broker,
+        deadletters,
+        demo,
+        keys,
+        lag,
+        learn,
+        model_registry,
+        process,
+        produce,
+        score,
+        serve,
+        topics,
+    )
 
-    for module in (broker, topics, keys, produce, process, learn, model_registry, score, serve, lag, demo):
+    for module in (
+        broker, topics, keys, produce, process, deadletters, learn, model_registry, score, serve, lag, demo
+    ):
         for command in module.COMMANDS:
             cli.add_command(command)
 
