@@ -28,6 +28,7 @@ def _register() -> None:
     # Imported here so each module can import ``cli`` without a cycle.
     from streamml_cli import (
         broker,
+        contract,
         deadletters,
         demo,
         keys,
@@ -42,7 +43,7 @@ def _register() -> None:
     )
 
     for module in (
-        broker, topics, keys, produce, process, deadletters, learn, model_registry, score, serve, lag, demo
+        broker, topics, keys, produce, process, deadletters, contract, learn, model_registry, score, serve, lag, demo
     ):
         for command in module.COMMANDS:
             cli.add_command(command)

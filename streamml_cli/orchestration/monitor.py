@@ -55,6 +55,9 @@ class PipelineSnapshot:
     quarantine_rules: Counter[str] = field(default_factory=Counter)
     versions: list[ModelVersionSeen] = field(default_factory=list)
     versions_scored: Counter[int] = field(default_factory=Counter)
+    #: Predictions whose version is older than the one before them on the same
+    #: partition: the scorer went back to an older model (never, when healthy).
+    scorer_version_regressions: int = 0
     scorer_correct: int = 0
     scorer_labelled: int = 0
     scorer_rolling: float | None = None
@@ -89,6 +92,7 @@ class PipelineMonitor:
             for t in (topics.raw_events, topics.features, topics.dead_letters, topics.predictions)
         }
         self._recent: deque[bool] = deque(maxlen=_ROLLING)
+        self._last_version: dict[int, int] = {}
         self.snapshot = PipelineSnapshot()
         self.undecodable = 0
 
@@ -144,6 +148,10 @@ class PipelineMonitor:
                 return
             snap = self.snapshot
             snap.versions_scored[record.model_version] += 1
+            partition = message.partition() or 0
+            if record.model_version < self._last_version.get(partition, 0):
+                snap.scorer_version_regressions += 1
+            self._last_version[partition] = record.model_version
             if record.label is not None and record.prediction is not None:
                 correct = _same(record.prediction, record.label)
                 snap.scorer_labelled += 1
