@@ -62,15 +62,10 @@ FLAVOR_PACKAGES = {"river": "river", "sklearn": "scikit-learn"}
 #: Golden examples a publisher records by default.
 GOLDEN_EXAMPLES = 8
 
-_serde: AvroSerde | None = None
-
-
+@functools.cache
 def envelope_serde() -> AvroSerde:
     """The Avro codec of envelopes (its headers tell envelopes from other models-topic records)."""
-    global _serde
-    if _serde is None:
-        _serde = AvroSerde(bundled_schema(MODEL_ENVELOPE_SCHEMA))
-    return _serde
+    return AvroSerde(bundled_schema(MODEL_ENVELOPE_SCHEMA))
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ topic, a restarted consumer comes back in the same state.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 from dataclasses import dataclass, field
@@ -35,14 +36,9 @@ __all__ = ["ACTIONS", "ControlRecord", "control_serde", "ServingState"]
 
 ACTIONS = ("rollback", "pin", "unpin")
 
-_serde: AvroSerde | None = None
-
-
+@functools.cache
 def control_serde() -> AvroSerde:
-    global _serde
-    if _serde is None:
-        _serde = AvroSerde(bundled_schema(MODEL_CONTROL_SCHEMA))
-    return _serde
+    return AvroSerde(bundled_schema(MODEL_CONTROL_SCHEMA))
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ dropped first.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import logging
 import uuid
@@ -39,15 +40,10 @@ __all__ = ["ModelChunk", "new_transfer_id", "split_payload", "chunk_envelope", "
 
 logger = logging.getLogger(__name__)
 
-_serde: AvroSerde | None = None
-
-
+@functools.cache
 def chunk_serde() -> AvroSerde:
     """The Avro codec of chunk records (its headers tell them from envelopes on the topic)."""
-    global _serde
-    if _serde is None:
-        _serde = AvroSerde(bundled_schema(MODEL_CHUNK_SCHEMA))
-    return _serde
+    return AvroSerde(bundled_schema(MODEL_CHUNK_SCHEMA))
 
 
 @dataclass(frozen=True)
