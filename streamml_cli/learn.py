@@ -58,8 +58,9 @@ def learn(
         )
 
     with stop_on_signals() as stop:
-        click.echo(f"learning {settings.model_name} ({settings.model_spec}); Ctrl-C to stop")
+        # Built first: a missing signing key is one error line, not a start line and then an error.
         loop = LearningLoop(settings, max_events=max_events, stop=stop, on_publish=published)
+        click.echo(f"learning {settings.model_name} ({settings.model_spec}); Ctrl-C to stop")
         report = loop.run()
     resumed = f", resumed from v{report.resumed_from}" if report.resumed_from else ""
     click.echo(
