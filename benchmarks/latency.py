@@ -168,18 +168,13 @@ def _measure(bootstrap: str, name: str, model: Any, samples: int, home: Path) ->
 
 def run(bootstrap: str | None, *, quick: bool = False) -> dict[str, LatencyResult]:
     """Measure both model sizes; start the embedded broker when ``bootstrap`` is ``None``."""
-    from streamml.broker import EmbeddedBroker
+    from streamml.broker import EmbeddedBroker, free_port
 
     with tempfile.TemporaryDirectory(prefix="streamml-bench-") as scratch:
         home = Path(scratch)
         broker = None
         if bootstrap is None:
-            import socket
-
-            with socket.socket() as sock:
-                sock.bind(("127.0.0.1", 0))
-                port = sock.getsockname()[1]
-            broker = EmbeddedBroker(port=port, home=home / "broker")
+            broker = EmbeddedBroker(port=free_port(), home=home / "broker")
             broker.start(timeout=30)
             bootstrap = broker.bootstrap_servers
         try:

@@ -99,6 +99,8 @@ class ModelSubscriber:
             self._policy, model_name=self.model_name, max_bytes=self.settings.max_model_total_bytes
         )
         self._state = ServingState()
+        #: Versions already loaded once here (as a directive's target, or served).
+        self._loadable: set[int] = set()
         self._book = VersionBook(self.cluster, self.topic, self._folder_factory)
         if on_swap is not None:
             self._slot.on_swap(on_swap)
@@ -368,7 +370,7 @@ class ModelSubscriber:
         model this process cannot run is refused and the current model keeps
         serving, instead of leaving the state pointing at nothing.
         """
-        if version is None:
+        if version is None or version in self._loadable:
             return None
         found = self._book.verdict(version)
         if found is None:
@@ -378,6 +380,7 @@ class ModelSubscriber:
         except EnvelopeError as exc:
             self._book.discard(version)
             return f"v{version} does not load here: {exc}"
+        self._loadable.add(version)
         return None
 
     def _converge(self) -> None:

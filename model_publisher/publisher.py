@@ -42,6 +42,10 @@ __all__ = ["ModelPublisher"]
 
 logger = logging.getLogger(__name__)
 
+#: Bytes of a models-topic record that are not payload (fields, headers, key):
+#: a payload over ``max_model_bytes`` minus this travels in chunks of this much less.
+_RECORD_HEADROOM = 4096
+
 
 class ModelPublisher:
     """Publish versions of ``settings.model_name`` to the models topic.
@@ -173,20 +177,25 @@ class ModelPublisher:
             )
         deliveries = Deliveries()
         key = self.model_name.encode()
-        try:
-            value = encode_envelope(envelope, max_bytes=limit)
-        except ModelTooLargeError:
-            value = self._send_chunks(producer, envelope, key, deliveries)
-            envelope = decode_manifest(value)
+        value = None
+        if envelope.payload_size <= limit - _RECORD_HEADROOM:
+            # Inline unless the envelope's own fields (golden rows, lineage) push it over.
+            try:
+                value = encode_envelope(envelope, max_bytes=limit)
+            except ModelTooLargeError:
+                value = None
+        if value is None:  # decided from the payload size: a 5 MB model is never encoded whole
+            envelope, value = self._send_chunks(producer, envelope, key, deliveries)
         produce(producer, self.topic, value, key=key, headers=envelope_headers(), on_delivery=deliveries)
         deliveries.wait(producer, self.delivery_timeout, f"{self.model_name} v{version}")
         self._next = version + 1
         return envelope
 
-    def _send_chunks(self, producer: Producer, envelope: ModelEnvelope, key: bytes, deliveries: Deliveries) -> bytes:
-        """Produce the payload's chunks (in order, one partition); return the encoded signed manifest."""
-        # Room for the chunk record's own fields and the record overhead under the limit.
-        chunks, manifest = chunk_envelope(envelope, max(self.settings.max_model_bytes - 4096, 1024))
+    def _send_chunks(
+        self, producer: Producer, envelope: ModelEnvelope, key: bytes, deliveries: Deliveries
+    ) -> tuple[ModelEnvelope, bytes]:
+        """Produce the payload's chunks (in order, one partition); return the signed manifest and its bytes."""
+        chunks, manifest = chunk_envelope(envelope, max(self.settings.max_model_bytes - _RECORD_HEADROOM, 1024))
         headers = chunk_serde().headers
         for chunk in chunks:
             produce(producer, self.topic, chunk.encode(), key=key, headers=headers, on_delivery=deliveries)
@@ -196,20 +205,13 @@ class ModelPublisher:
             "%s v%d: %d-byte payload sent in %d chunks (transfer %s)",
             envelope.model_name, envelope.version, envelope.payload_size, len(chunks), manifest.transfer_id,
         )
-        return encode_envelope(manifest, max_bytes=self.settings.max_model_bytes)
+        return manifest, encode_envelope(manifest, max_bytes=self.settings.max_model_bytes)
 
     def close(self) -> None:
         """Release the producer (everything published was already flushed)."""
         if self._producer is not None:
             self._producer.flush(self.delivery_timeout)
             self._producer = None
-
-
-def decode_manifest(value: bytes) -> ModelEnvelope:
-    """The manifest just encoded, as the envelope :meth:`ModelPublisher.publish` returns."""
-    from streamml.envelope import decode_envelope
-
-    return decode_envelope(value, envelope_headers())
 
 
 def require_signer(settings: Settings) -> SigningKey | None:

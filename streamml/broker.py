@@ -26,7 +26,7 @@ from typing import Any
 
 from streamml.errors import BrokerError
 
-__all__ = ["EmbeddedBroker", "BrokerStatus", "resolve_binary"]
+__all__ = ["EmbeddedBroker", "BrokerStatus", "resolve_binary", "free_port"]
 
 logger = logging.getLogger(__name__)
 
@@ -224,6 +224,14 @@ class EmbeddedBroker:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now (bound once, then released), for an embedded broker."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def _port_in_use(host: str, port: int) -> bool:

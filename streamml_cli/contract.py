@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     import pandas
 
     from streamml.config import Settings
-    from streamml.serde import AvroSchema, Headers
+    from streamml.serde import AvroSchema
 
 __all__ = ["COMMANDS", "summary_line"]
 
@@ -160,6 +160,7 @@ def _frame_from_topic(
 ) -> tuple[pandas.DataFrame, Counter[str]]:
     from stream_processors.contract_inference import frame_from_records
     from streamml.cluster import Cluster
+    from streamml.kafka import record_headers
     from streamml.reader import read_to_end
     from streamml.serde import AvroSerde
 
@@ -174,7 +175,7 @@ def _frame_from_topic(
     try:
         for message in messages:
             try:
-                records.append(serde.decode(message.value(), cast("Headers", message.headers())))
+                records.append(serde.decode(message.value(), record_headers(message)))
             except DecodeError as exc:
                 skipped[exc.rule] += 1
             if len(records) >= limit:

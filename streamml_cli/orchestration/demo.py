@@ -10,14 +10,13 @@ order, and returns a result the caller renders.
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from streamml.broker import EmbeddedBroker
+from streamml.broker import EmbeddedBroker, free_port
 from streamml.cluster import Cluster
 from streamml.config import Settings
 from streamml.errors import StreamMLError
@@ -73,12 +72,6 @@ class DemoResult:
         return all(self.checks.values())
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]  # an AF_INET address: (host, port)
-        return port
-
 
 def run_demo(
     settings: Settings,
@@ -102,7 +95,7 @@ def run_demo(
         ensure_default_keys(settings.keys_dir)
     broker: EmbeddedBroker | None = None
     if options.embedded:
-        broker = EmbeddedBroker(port=options.port or _free_port(), home=run_dir)
+        broker = EmbeddedBroker(port=options.port or free_port(), home=run_dir)
         on_progress(DemoProgress("starting the embedded broker", 0.0, PipelineSnapshot()))
         broker.start()
         settings = settings.with_overrides(bootstrap_servers=broker.bootstrap_servers)

@@ -11,26 +11,19 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import cast
 
 from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
 
 from streamml.cluster import Cluster
 from streamml.envelope import decode_envelope
 from streamml.errors import EnvelopeError, SerializationError
+from streamml.kafka import record_headers
 from streamml.lag import log_end_offsets
 from streamml.records import DeadLetterReason, Prediction, RecordCodec
-from streamml.serde import Headers
 
 __all__ = ["PipelineSnapshot", "PipelineMonitor", "ModelVersionSeen"]
 
 _ROLLING = 1000
-
-
-def _headers(message: Message) -> Headers:
-    # A consumed record's headers are (name, bytes or None) pairs, or None; the stub's
-    # HeadersType also covers the forms produce() accepts.
-    return cast(Headers, message.headers())
 
 
 @dataclass(frozen=True)
@@ -123,10 +116,10 @@ class PipelineMonitor:
     def _take(self, message: Message) -> None:
         topic = message.topic()
         if topic == self._topics.dead_letters:
-            self.snapshot.quarantine_rules[DeadLetterReason.rule_of(_headers(message)) or "unknown"] += 1
+            self.snapshot.quarantine_rules[DeadLetterReason.rule_of(record_headers(message)) or "unknown"] += 1
         elif topic == self._topics.models:
             try:
-                env = decode_envelope(message.value(), _headers(message))
+                env = decode_envelope(message.value(), record_headers(message))
             except EnvelopeError:
                 self.undecodable += 1
                 return
@@ -142,7 +135,7 @@ class PipelineMonitor:
                 )
         elif topic == self._topics.predictions:
             try:
-                record = self._predictions.decode(message.value(), _headers(message))
+                record = self._predictions.decode(message.value(), record_headers(message))
             except SerializationError:
                 self.undecodable += 1
                 return

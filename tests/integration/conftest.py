@@ -8,7 +8,6 @@ gets its own namespace, so its topics and consumer groups are unique.
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from streamml.broker import EmbeddedBroker
+from streamml.broker import EmbeddedBroker, free_port
 from streamml.cluster import Cluster
 from streamml.config import Settings, load_settings
 from streamml.topics import Topics
@@ -24,16 +23,11 @@ from streamml.topics import Topics
 pytestmark = pytest.mark.integration
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 @pytest.fixture
 def unused_port() -> int:
     """A port on 127.0.0.1 that nothing listens on (bound once, then released)."""
-    return _free_port()
+    return free_port()
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +36,7 @@ def bootstrap_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
     if external:
         yield external
         return
-    broker = EmbeddedBroker(port=_free_port(), home=tmp_path_factory.mktemp("broker"))
+    broker = EmbeddedBroker(port=free_port(), home=tmp_path_factory.mktemp("broker"))
     broker.start(timeout=30)
     try:
         yield broker.bootstrap_servers
