@@ -102,14 +102,10 @@ class ServingState:
     #: Authentic versions seen so far, in topic order.
     seen: list[int] = field(default_factory=list)
     last_sequence: int = 0
-    #: Versions published after the last rollback (so ``mode`` can say rolled back or latest).
-    since_rollback: set[int] = field(default_factory=set)
 
     def saw_version(self, version: int) -> None:
         """Record an authentic version of the model (acceptable here or not)."""
         self.seen.append(version)
-        if self.rolled_back_to is not None:
-            self.since_rollback.add(version)
 
     def apply(self, record: ControlRecord, acceptable: set[int]) -> str | None:
         """Apply a verified directive; return why it is refused (state unchanged) or ``None``.
@@ -132,7 +128,6 @@ class ServingState:
             self.rolled_back_to = record.version
             self.withdrawn |= {v for v in self.seen if v > record.version}
             self.withdrawn.discard(record.version)
-            self.since_rollback = set()
         return None
 
     def choose(self, acceptable: set[int]) -> int | None:
@@ -141,15 +136,6 @@ class ServingState:
             return self.pinned if self.pinned in acceptable else None
         candidates = acceptable - self.withdrawn
         return max(candidates) if candidates else None
-
-    @property
-    def mode(self) -> str:
-        """``pinned``, ``rolled_back`` (serving the rollback target) or ``latest``."""
-        if self.pinned is not None:
-            return "pinned"
-        if self.rolled_back_to is not None and not (self.since_rollback - self.withdrawn):
-            return "rolled_back"
-        return "latest"
 
     def mode_for(self, serving: int | None) -> str:
         """Why ``serving`` serves: ``pinned``, ``rolled_back`` (it is the rollback target) or ``latest``."""

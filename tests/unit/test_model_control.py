@@ -130,7 +130,7 @@ def state_after(versions: list[int]) -> ServingState:
 
 def test_latest_serves_the_highest_acceptable_version() -> None:
     state = state_after([1, 2, 3])
-    assert state.mode == "latest"
+    assert state.mode_for(state.choose({1, 2, 3})) == "latest"
     assert state.choose({1, 2, 3}) == 3
     assert state.choose({1, 2}) == 2  # the newest this consumer cannot load is skipped
     assert state.choose(set()) is None
@@ -139,13 +139,13 @@ def test_latest_serves_the_highest_acceptable_version() -> None:
 def test_a_pin_holds_its_version_while_newer_ones_arrive_and_unpin_returns_to_latest() -> None:
     state = state_after([1, 2, 3])
     assert state.apply(signed("pin", 2, 1), {1, 2, 3}) is None
-    assert state.mode == "pinned" and state.choose({1, 2, 3}) == 2
+    assert state.mode_for(state.choose({1, 2, 3})) == "pinned" and state.choose({1, 2, 3}) == 2
     for version in (4, 5):
         state.saw_version(version)
     assert state.choose({1, 2, 3, 4, 5}) == 2
     assert state.choose({1, 3, 4}) is None  # pinned to what is not loadable: serve nothing rather than guess
     assert state.apply(signed("unpin", None, 2), {1, 2, 3, 4, 5}) is None
-    assert state.mode == "latest" and state.pinned is None
+    assert state.mode_for(state.choose({1, 2, 3, 4, 5})) == "latest" and state.pinned is None
     assert state.choose({1, 2, 3, 4, 5}) == 5
 
 
@@ -153,7 +153,7 @@ def test_a_rollback_withdraws_the_newer_versions_seen_before_it() -> None:
     state = state_after([1, 2, 3, 4])
     assert state.apply(signed("rollback", 2, 1), {1, 2, 3, 4}) is None
     assert state.withdrawn == {3, 4}
-    assert state.mode == "rolled_back" and state.choose({1, 2, 3, 4}) == 2
+    assert state.mode_for(state.choose({1, 2, 3, 4})) == "rolled_back" and state.choose({1, 2, 3, 4}) == 2
     assert state.choose({1, 3, 4}) == 1  # the target gone too: the best version not withdrawn
 
 
@@ -161,7 +161,7 @@ def test_versions_published_after_a_rollback_are_served_again() -> None:
     state = state_after([1, 2, 3, 4])
     state.apply(signed("rollback", 2, 1), {1, 2, 3, 4})
     state.saw_version(5)
-    assert state.mode == "latest" and state.choose({1, 2, 3, 4, 5}) == 5
+    assert state.mode_for(state.choose({1, 2, 3, 4, 5})) == "latest" and state.choose({1, 2, 3, 4, 5}) == 5
     assert state.choose({1, 2, 3, 4}) == 2  # 3 and 4 stay withdrawn even if 5 cannot be loaded
     assert state.withdrawn == {3, 4}
 
@@ -170,7 +170,8 @@ def test_a_rollback_clears_a_pin_and_a_pin_may_reach_a_withdrawn_version() -> No
     state = state_after([1, 2, 3])
     state.apply(signed("pin", 3, 1), {1, 2, 3})
     assert state.apply(signed("rollback", 1, 2), {1, 2, 3}) is None
-    assert state.pinned is None and state.mode == "rolled_back" and state.choose({1, 2, 3}) == 1
+    assert state.pinned is None and state.mode_for(state.choose({1, 2, 3})) == "rolled_back"
+    assert state.choose({1, 2, 3}) == 1
     assert state.apply(signed("pin", 3, 3), {1, 2, 3}) is None  # explicit: the operator asked for exactly 3
     assert state.choose({1, 2, 3}) == 3
     state.apply(signed("unpin", None, 4), {1, 2, 3})
@@ -211,13 +212,17 @@ def test_a_directive_to_a_version_this_consumer_cannot_load_is_refused() -> None
 
 def test_mode_says_what_is_being_served() -> None:
     state = state_after([1, 2, 3])
-    modes = [state.mode]
+
+    def mode(acceptable: set[int]) -> str:
+        return state.mode_for(state.choose(acceptable))
+
+    modes = [mode({1, 2, 3})]
     state.apply(signed("pin", 2, 1), {1, 2, 3})
-    modes.append(state.mode)
+    modes.append(mode({1, 2, 3}))
     state.apply(signed("rollback", 1, 2), {1, 2, 3})
-    modes.append(state.mode)
+    modes.append(mode({1, 2, 3}))
     state.saw_version(4)
-    modes.append(state.mode)
+    modes.append(mode({1, 2, 3, 4}))
     assert modes == ["latest", "pinned", "rolled_back", "latest"]
 
 
