@@ -11,6 +11,10 @@ the nearest bare equivalent for the baseline, so the ratio isolates one cost:
     :meth:`BatchProcessor.process_batch` over 500-record batches against the
     same records one per call (window state carried between calls as the
     faust wiring does): what batching buys in the pure path.
+``processor_monitor``
+    the same batches with the distribution monitor on (defaults: reference
+    of 1,000 events, windows of 500) against it off
+    (``STREAMML_DRIFT_WINDOW_EVENTS=0``): the cost of profiling and drift scores.
 ``subscriber_predict``
     ``ModelSlot.current().predict_one`` against ``predict_one`` on the very
     model object the slot serves: the cost of serving through the swap slot.
@@ -150,6 +154,26 @@ def _processor_batch(scale: Scale) -> Pair:
     )
 
 
+def _processor_monitor(scale: Scale) -> Pair:
+    settings = workloads.demo_settings()
+    records = workloads.source_records(scale.processor_records, bad_fraction=0.02)
+
+    def run(processor_settings: Any) -> Callable[[], int]:
+        def work() -> int:
+            # A fresh processor per call: the monitor freezes its reference again, as after a start.
+            return _batched(BatchProcessor.from_settings(processor_settings), records, BATCH_SIZE)()
+
+        return work
+
+    return Pair(
+        run(settings.with_overrides(drift_window_events=0)),
+        run(settings),
+        "monitor off",
+        "monitor on",
+        "record",
+    )
+
+
 def _subscriber_predict(scale: Scale) -> Pair:
     rows = workloads.feature_rows(scale.model_rows)
     envelope = seal(
@@ -210,6 +234,7 @@ CASES: dict[str, Case] = {
         Case("serde_encode", "AvroSerde.encode vs bare fastavro writer", _serde_encode),
         Case("serde_decode", "AvroSerde.decode vs bare fastavro reader", _serde_decode),
         Case("processor_batch", f"BatchProcessor in batches of {BATCH_SIZE} vs of 1", _processor_batch),
+        Case("processor_monitor", "BatchProcessor with the distribution monitor vs without", _processor_monitor),
         Case("subscriber_predict", "predict through ModelSlot vs on the bare model", _subscriber_predict),
         Case("learner_step", "OnlineLearner.process vs bare predict+learn", _learner_step),
     )

@@ -5,19 +5,30 @@ are updated with that prediction, and only then does the model learn the
 label (``learn_one``). So every metric is measured on data the model had not
 seen, without a held-out set. Unlabeled events are counted and skipped: they
 carry nothing to learn.
+
+The same test-then-train errors feed a river ADWIN detector: when it finds
+the error rate has risen (a concept drift the model has not caught up with),
+the learner logs one warning line and counts it in the metrics
+(``error_rate_rises``, and ``error_rate_rise_at``, the ``n_learned`` of the
+last one). Falls in the error rate (the model learning, or adapting) are not
+counted.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from typing import Any
 
 from river import metrics, utils
+from river.drift import ADWIN
 
 from streamml.envelope import ModelEnvelope
 
 __all__ = ["OnlineLearner", "ROLLING_WINDOW", "partition_key"]
+
+logger = logging.getLogger(__name__)
 
 #: Events in the rolling accuracy window.
 ROLLING_WINDOW = 1000
@@ -49,6 +60,8 @@ class OnlineLearner:
         n_scored: int = 0,
         input_offsets: Mapping[str, int] | None = None,
         rolling_window: int = ROLLING_WINDOW,
+        error_rate_rises: int = 0,
+        error_rate_rise_at: int | None = None,
     ) -> None:
         self.model = model
         self.n_learned = n_learned
@@ -62,6 +75,10 @@ class OnlineLearner:
         # Typed as the base Metric: its get() is annotated (-> float), Accuracy's is not.
         self._rolling: utils.Rolling[metrics.base.Metric] = utils.Rolling(metrics.Accuracy, window_size=rolling_window)
         self._has_proba = callable(getattr(model, "predict_proba_one", None))
+        self.error_rate_rises = error_rate_rises
+        self.error_rate_rise_at = error_rate_rise_at
+        # river leaves ADWIN's __init__ unannotated. Its window is not published: it restarts on resume.
+        self._errors = ADWIN()  # type: ignore[no-untyped-call]
 
     @classmethod
     def resume(cls, model: Any, envelope: ModelEnvelope) -> OnlineLearner:
@@ -78,6 +95,8 @@ class OnlineLearner:
             log_loss=m.get("log_loss"),
             n_scored=int(m.get("n_scored_proba", 0)),
             input_offsets=envelope.input_offsets,
+            error_rate_rises=int(m.get("error_rate_rises", 0)),
+            error_rate_rise_at=int(m["error_rate_rise_at"]) if "error_rate_rise_at" in m else None,
         )
 
     def process(self, x: dict[str, float], y: Any, *, topic: str, partition: int, offset: int) -> Any:
@@ -109,6 +128,7 @@ class OnlineLearner:
             loss = -math.log(max(float(proba.get(y, 0.0)), _PROBA_FLOOR))
         self._rolling.update(y, y_pred)
         self._n_correct += int(y_pred == y)
+        self._watch_errors(y_pred != y)
         if loss is not None:
             self._loss_sum += loss
             self._n_scored += 1
@@ -116,6 +136,20 @@ class OnlineLearner:
         self.n_learned += 1
         self.advance(topic, partition, offset)
         return y_pred
+
+    def _watch_errors(self, wrong: bool) -> None:
+        detector = self._errors
+        before = detector.estimation
+        detector.update(1.0 if wrong else 0.0)  # type: ignore[no-untyped-call]
+        if detector.drift_detected and detector.estimation > before:
+            # ADWIN dropped the older part of its window: what is left is the recent error rate.
+            self.error_rate_rises += 1
+            self.error_rate_rise_at = self.n_learned + 1
+            logger.warning(
+                "learner error rate rose to %.1f%% (from %.1f%%) after %d learned events: "
+                "a concept drift? (river ADWIN)",
+                100 * detector.estimation, 100 * before, self.n_learned + 1,
+            )
 
     def advance(self, topic: str, partition: int, offset: int) -> None:
         """Record that ``topic[partition]@offset`` has been handled (even if skipped)."""
@@ -130,7 +164,10 @@ class OnlineLearner:
             "n_learned": float(self.n_learned),
             "n_seen": float(self.n_seen),
             "n_scored_proba": float(self._n_scored),
+            "error_rate_rises": float(self.error_rate_rises),
         }
+        if self.error_rate_rise_at is not None:
+            result["error_rate_rise_at"] = float(self.error_rate_rise_at)
         if self._n_scored:
             result["log_loss"] = self._loss_sum / self._n_scored
         return result

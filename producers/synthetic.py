@@ -7,6 +7,12 @@ function 9 then function 6 gives 99.2% accuracy before the drift, 54.8% in the
 500 rows after it, then 90.1% and 93.7% as the model adapts. The drift is
 there, visible, and learnable.
 
+At the same point the data drifts too (unless ``feature_drift=False``): an
+upstream parser starts keeping only the first digit of the car-make code
+(``car`` 1..20 becomes 1..9, and 10..19 all become 1). Neither Agrawal
+function used here reads ``car``, so the labels are unchanged: a shift the
+distribution monitor must catch, where accuracy would not.
+
 Faults (``bad_fraction``) are drawn from their own seeded generator, so the
 same seed gives the same clean events whatever the fraction. Each bad event is
 bad in one realistic way, see :data:`FAULT_KINDS`.
@@ -52,9 +58,10 @@ _UNKNOWN_CATEGORY = (("zipcode", 42), ("elevel", 9))
 class SyntheticSource:
     """Endless-looking but finite stream of ``length`` loan-application events.
 
-    The drift sits at ``length // 2``. Events are deterministic for a ``seed``
-    except ``event_time``, which is the wall clock in epoch ms (pass ``clock``
-    to fix it). Customer ids are ``c0000`` .. ``c{customers-1}``, drawn from the
+    The concept drift and the feature drift (see the module doc) sit at
+    ``length // 2``. Events are deterministic for a ``seed`` except
+    ``event_time``, which is the wall clock in epoch ms (pass ``clock`` to
+    fix it). Customer ids are ``c0000`` .. ``c{customers-1}``, drawn from the
     seeded generator so per-customer windows see repeats. Each iteration starts
     the stream again from the seed. ``schema`` defaults to the bundled demo
     schema; it must hold the fields this source writes.
@@ -69,6 +76,7 @@ class SyntheticSource:
         customers: int = 1000,
         schema: AvroSchema | None = None,
         concepts: tuple[int, int] = CONCEPTS,
+        feature_drift: bool = True,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if length < 1:
@@ -84,6 +92,7 @@ class SyntheticSource:
         self.bad_fraction = bad_fraction
         self.customers = customers
         self.concepts = concepts
+        self.feature_drift = feature_drift
         self.drift_position = length // 2
         self.name = f"synthetic(length={length}, seed={seed}, bad_fraction={bad_fraction:g})"
         self._clock = clock
@@ -116,8 +125,10 @@ class SyntheticSource:
         ids = random.Random(self.seed)
         faults = random.Random(self.seed + 3)
         self._injected = Counter()
-        for x, y in stream.take(self.length):
+        for index, (x, y) in enumerate(stream.take(self.length)):
             record = self._record(ids, x, y)
+            if self.feature_drift and index >= self.drift_position:
+                record["car"] = int(str(record["car"])[0])
             if self.bad_fraction and faults.random() < self.bad_fraction:
                 kind = faults.choice(FAULT_KINDS)
                 self._injected[kind] += 1

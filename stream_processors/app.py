@@ -30,19 +30,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
 import faust
 
 from stream_processors.pipeline import BatchProcessor, SourceRecord
+from stream_processors.profiles import Reference
+from streamml.cluster import Cluster
 from streamml.config import Settings
-from streamml.errors import KafkaClientError, StreamMLError
+from streamml.errors import KafkaClientError, RecordError, StreamMLError
 from streamml.kafka import faust_broker_credentials, faust_broker_url
+from streamml.monitoring import REFERENCE, decode_record
+from streamml.reader import read_to_end
 from streamml.serde import AvroSchema
 from streamml.topics import Groups, Topics
 
-__all__ = ["build_app", "run_worker", "BatchHandler", "WINDOW_TABLE", "AGENT_NAME"]
+__all__ = ["build_app", "run_worker", "stored_reference", "BatchHandler", "WINDOW_TABLE", "AGENT_NAME"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,13 +66,20 @@ class BatchHandler:
     MAX_IN_FLIGHT = 4
 
     def __init__(
-        self, app: faust.App, processor: BatchProcessor, table: Any, features: str, dead_letters: str
+        self,
+        app: faust.App,
+        processor: BatchProcessor,
+        table: Any,
+        features: str,
+        dead_letters: str,
+        monitoring: str | None = None,
     ) -> None:
         self.app = app
         self.processor = processor
         self.table = table
         self.features = features
         self.dead_letters = dead_letters
+        self.monitoring = monitoring
         self._in_flight: set[asyncio.Future[None]] = set()
 
     async def handle(self, events: Sequence[faust.EventT[Any]]) -> None:
@@ -102,6 +115,11 @@ class BatchHandler:
                 pending.append(
                     await send(self.dead_letters, out.key, out.value, None, None, out.headers)  # type: ignore[arg-type]
                 )
+            if self.monitoring is not None:
+                for out in result.monitoring:
+                    pending.append(
+                        await send(self.monitoring, out.key, out.value, None, None, out.headers)  # type: ignore[arg-type]
+                    )
         except Exception as exc:
             await self._fail(records, exc)
             raise KafkaClientError(f"cannot send the outputs of {_span(records)}: {exc}") from exc
@@ -158,19 +176,28 @@ def build_app(
     *,
     event_schema: AvroSchema | None = None,
     writer_schemas: Iterable[AvroSchema] = (),
+    reference: Reference | None = None,
 ) -> faust.App:
     """Return the stream processor's faust app (not started).
 
     The pipeline topics must exist (``streamml topics create``); faust only
     creates its internal window changelog topic. ``event_schema`` defaults to
     ``settings.schema_path``; ``writer_schemas`` are other schemas producers
-    may write with.
+    may write with; ``reference`` is the drift monitor's reference from an
+    earlier run (:func:`stored_reference`).
     """
-    processor = BatchProcessor.from_settings(settings, event_schema=event_schema, writer_schemas=writer_schemas)
+    groups = Groups.from_settings(settings)
+    processor = BatchProcessor.from_settings(
+        settings,
+        event_schema=event_schema,
+        writer_schemas=writer_schemas,
+        monitor_source=f"{groups.processor}@{socket.gethostname()}:{os.getpid()}",
+        reference=reference,
+    )
     topics = Topics.from_settings(settings)
     session = settings.session_timeout_ms / 1000
     app = faust.App(
-        Groups.from_settings(settings).processor,
+        groups.processor,
         broker=faust_broker_url(settings),
         broker_credentials=faust_broker_credentials(settings),
         store="memory://",
@@ -212,6 +239,7 @@ def build_app(
         ),
         topics.features,
         topics.dead_letters,
+        topics.monitoring if processor.monitor is not None else None,
     )
     batch_size = settings.processor_batch_size
 
@@ -245,7 +273,21 @@ def run_worker(
     """
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    app = build_app(settings, event_schema=event_schema, writer_schemas=writer_schemas)
+    reference = None
+    if settings.drift_window_events > 0:
+        cluster = Cluster(settings)
+        if not cluster.partitions(cluster.topics.monitoring):
+            # Sending to a missing topic would fail the batch (or make the broker
+            # auto-create it): monitoring waits for `streamml topics create`.
+            logger.warning(
+                "topic %s does not exist: distribution monitoring is off (run 'streamml topics create')",
+                cluster.topics.monitoring,
+            )
+            settings = settings.with_overrides(drift_window_events=0)
+        else:
+            schema = event_schema or AvroSchema.from_file(settings.schema_path)
+            reference = stored_reference(cluster, schema.name)
+    app = build_app(settings, event_schema=event_schema, writer_schemas=writer_schemas, reference=reference)
     worker = faust.Worker(
         app,
         loop=loop,
@@ -267,6 +309,26 @@ def run_worker(
         what = f"{type(reason).__name__}: {reason}" if reason is not None else f"the worker exited with code {code}"
         raise error(f"stream processor {app.conf.id} stopped after a failure ({what}); see the log above") from reason
     logger.info("stream processor %s stopped", app.conf.id)
+
+
+def stored_reference(cluster: Cluster, stream: str, timeout: float = 30.0) -> Reference | None:
+    """The newest reference of ``stream`` on the monitoring topic, or ``None``.
+
+    So a restarted processor compares with the reference its first run froze,
+    not with whatever (perhaps already drifted) events come first after the
+    restart. Unreadable records are skipped.
+    """
+    newest: Reference | None = None
+    for message in read_to_end(cluster, cluster.topics.monitoring, timeout=timeout):
+        try:
+            record = decode_record(message.value())
+            if record.kind == REFERENCE and record.stream == stream:
+                newest = Reference.from_fields(record.fields, events=record.events, origin=record.origin)
+        except (RecordError, ValueError, KeyError, TypeError):
+            continue
+    if newest is not None:
+        logger.info("drift reference of %s: the stored one (%d events, %s)", stream, newest.events, newest.origin)
+    return newest
 
 
 def _is_kafka_error(exc: BaseException | None) -> bool:

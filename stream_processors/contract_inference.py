@@ -9,10 +9,13 @@ and a ``contract`` (see :mod:`streamml.serde`) that the sample satisfies:
   ``margin`` times the range on each side, rounded outwards; ints stay ints);
 * ``allowed`` for low-cardinality string columns: the sorted distinct values.
 
-Batch-level statistics (null rate, ``max_null_rate``, distinct counts, the
-observed ranges) go to a top-level ``streamml_profile`` attribute, not into the
-contracts: :class:`~streamml.serde.FieldRule` refuses unknown contract keys,
-and Avro tools ignore unknown schema attributes. Pure code, no Kafka; pandas is
+* ``max_null_rate`` (a batch-level rule) for a column with nulls: the
+  sample's null rate rounded up to the next hundredth.
+
+The sample's statistics (null rate, distinct counts, the observed ranges) and
+the drift monitor's reference distribution of each column (101 quantiles or
+category shares, :mod:`stream_processors.profiles`) go to a top-level
+``streamml_profile`` attribute, which Avro tools ignore. Pure code, no Kafka; pandas is
 imported inside the functions.
 """
 
@@ -20,10 +23,19 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from stream_processors.profiles import (
+    PROFILE_ATTRIBUTE,
+    CategoricalReference,
+    NumericReference,
+    categorical_reference,
+    category_of,
+    numeric_reference,
+)
 from streamml.errors import ConfigError, SourceError
 
 if TYPE_CHECKING:
@@ -33,8 +45,6 @@ __all__ = ["infer_schema", "frame_from_source", "frame_from_records", "SUFFIXES"
 
 #: File suffixes :func:`frame_from_source` reads.
 SUFFIXES = (".csv", ".parquet", ".jsonl")
-#: Top-level schema attribute holding the sample's statistics.
-PROFILE_ATTRIBUTE = "streamml_profile"
 
 _AVRO_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _INT32 = (-(2**31), 2**31 - 1)
@@ -237,6 +247,12 @@ def _infer_field(
         avro_type = avro_type or "bytes"
     else:  # another type given by ``types`` (enum, record, array, ...): only ``required`` is inferred
         avro_type = avro_type or "string"
+    if nulls and role is None:
+        # A batch-level rule (checked over windows, never quarantining one event).
+        contract["max_null_rate"] = profile["max_null_rate"]
+    reference = _reference(kind, values, nulls) if role is None else None
+    if reference is not None:
+        profile["reference"] = reference  # what the drift monitor compares windows with
     if role == "key":
         notes.append("record key: no range or allowed list")
     elif role == "time":
@@ -253,6 +269,17 @@ def _infer_field(
         "contract": contract,
     }
     return field, profile
+
+
+def _reference(kind: str, values: Any, nulls: int) -> dict[str, Any] | None:
+    """The drift monitor's reference for a column (:mod:`stream_processors.profiles`), if it has values."""
+    found: NumericReference | CategoricalReference | None = None
+    if kind in ("integer", "float"):
+        numbers = [float(v) for v in values.tolist()]
+        found = numeric_reference([v for v in numbers if math.isfinite(v)], nulls)
+    elif kind in ("string", "boolean"):
+        found = categorical_reference(Counter(category_of(v) for v in values.tolist()), nulls)
+    return None if found is None else found.as_dict()
 
 
 def _kind(name: str, series: Any, values: Any) -> str:

@@ -5,8 +5,10 @@ record of a batch with plain functions and returns exactly one output per
 input: a FeatureVector for the features topic or the untouched original for
 the dead-letter topic. Nothing a record contains can make it raise: any error
 while handling one record quarantines that record (stage ``featurize`` when
-it is not a decode or contract problem). The faust wiring in
-:mod:`stream_processors.app` only moves bytes and window state.
+it is not a decode or contract problem). Every valid event it emits also
+feeds the distribution monitor (:mod:`stream_processors.drift`), whose
+records for the monitoring topic come back in ``BatchResult.monitoring``.
+The faust wiring in :mod:`stream_processors.app` only moves bytes and window state.
 """
 
 from __future__ import annotations
@@ -19,12 +21,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stream_processors.dead_letters import Rejection, dead_letter_headers
+from stream_processors.drift import DistributionMonitor
 from stream_processors.features import EVENT_ID_FIELD, FeatureSpec, featurize
+from stream_processors.profiles import Reference
 from stream_processors.validation import validate
 from stream_processors.windows import WindowSpec, WindowState, window_features
 from streamml.config import Settings
 from streamml.errors import DecodeError
 from streamml.kafka import format_record
+from streamml.monitoring import encode_record
 from streamml.records import FeatureVector, RecordCodec
 from streamml.serde import AvroSchema, AvroSerde
 
@@ -116,6 +121,8 @@ class BatchResult:
     dead_letters: list[OutputRecord] = field(default_factory=list)
     #: Keyed like the window table (the record key bytes).
     window_updates: dict[bytes, WindowUpdate] = field(default_factory=dict)
+    #: Records for the monitoring topic (references and closed windows), if any.
+    monitoring: list[OutputRecord] = field(default_factory=list)
 
     # allows ``features, dead_letters = processor.process_batch(...)``
     def __iter__(self) -> Iterator[list[OutputRecord]]:
@@ -146,6 +153,7 @@ class BatchProcessor:
         max_event_future_seconds: float = 60.0,
         max_event_age_seconds: float = 20 * 365.25 * 24 * 3600,
         dead_letter_max_bytes: int = 900_000,
+        monitor: DistributionMonitor | None = None,
     ) -> None:
         self.event_serde = AvroSerde(event_schema, writer_schemas)
         self.feature_codec = RecordCodec(FeatureVector)
@@ -161,6 +169,7 @@ class BatchProcessor:
         self.max_event_future_ms = int(max_event_future_seconds * 1000)
         self.max_event_age_ms = int(max_event_age_seconds * 1000)
         self.dead_letter_max_bytes = dead_letter_max_bytes
+        self.monitor = monitor
 
     @classmethod
     def from_settings(
@@ -169,10 +178,19 @@ class BatchProcessor:
         *,
         event_schema: AvroSchema | None = None,
         writer_schemas: Iterable[AvroSchema] = (),
+        monitor_source: str = "",
+        reference: Reference | None = None,
     ) -> BatchProcessor:
-        """Build from settings; the event schema defaults to ``settings.schema_path``."""
-        return cls(
-            event_schema=event_schema or AvroSchema.from_file(settings.schema_path),
+        """Build from settings; the event schema defaults to ``settings.schema_path``.
+
+        With ``drift_window_events`` above 0 the processor monitors the
+        distribution of its valid events (:mod:`stream_processors.drift`),
+        named ``monitor_source`` in its records; ``reference`` is one an earlier
+        run froze (the schema's own profile comes first).
+        """
+        schema = event_schema or AvroSchema.from_file(settings.schema_path)
+        processor = cls(
+            event_schema=schema,
             writer_schemas=writer_schemas,
             key_field=settings.key_field,
             label_field=settings.label_field,
@@ -183,6 +201,37 @@ class BatchProcessor:
             max_event_age_seconds=settings.max_event_age_seconds,
             dead_letter_max_bytes=settings.dead_letter_max_bytes,
         )
+        if settings.drift_window_events > 0:
+            numeric, categorical = processor.monitored_fields()
+            processor.monitor = DistributionMonitor(
+                stream=schema.name,
+                source=monitor_source or schema.name,
+                numeric=numeric,
+                categorical=categorical,
+                rules=schema.rules,
+                reference=Reference.from_schema_profile(schema.parsed, (*numeric, *categorical)) or reference,
+                reference_events=settings.drift_reference_events,
+                window_events=settings.drift_window_events,
+                psi_threshold=settings.drift_psi_threshold,
+            )
+        return processor
+
+    def monitored_fields(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The fields the distribution monitor watches: ``(numeric, categorical)``.
+
+        Numeric: the continuous features. Categorical: the one-hot and boolean
+        features, the label (a shift in it is prior drift) and every other
+        string field except the key and the event id.
+        """
+        spec = self.feature_spec
+        names = set(self.schema.field_names)
+        taken = {*spec.continuous, *spec.categorical, *spec.boolean, self.key_field, self.time_field, EVENT_ID_FIELD}
+        label = (self.label_field,) if self.label_field in names else ()
+        strings = tuple(
+            r.name for r in self.schema.rules
+            if r.avro_type == "string" and r.name not in taken and r.name != self.label_field
+        )
+        return spec.continuous, (*spec.categorical, *spec.boolean, *label, *strings)
 
     def process_batch(
         self, records: Sequence[SourceRecord], windows: Mapping[bytes, Any] | None = None
@@ -234,10 +283,30 @@ class BatchProcessor:
                 logger.warning("cannot featurize %s: %r", record.position, item)
                 item = Rejection("featurize", FEATURIZE_ERROR, "", f"featurization failed: {item!r}")
             result.dead_letters.append(self._dead_letter(record, item, now_ms))
+            if self.monitor is not None:
+                self.monitor.count_quarantined()
         for key, partition in context.touched.items():  # dumped once per key and batch
             state = context.states[key]
             result.window_updates[key] = WindowUpdate(partition, state, state.dump(self.window))
+        if self.monitor is not None and records:
+            self._monitoring(records[-1], result)
         return result
+
+    def _observe(self, event: dict[str, Any], time_ms: int, record: SourceRecord) -> None:
+        assert self.monitor is not None
+        try:
+            self.monitor.observe(event, time_ms)
+        except Exception:  # monitoring must never quarantine or stop the data
+            logger.exception("distribution monitor failed on %s; the event goes on unprofiled", record.position)
+
+    def _monitoring(self, last: SourceRecord, result: BatchResult) -> None:
+        assert self.monitor is not None
+        try:
+            for report in self.monitor.take_records():
+                key, value = encode_record(report)
+                result.monitoring.append(OutputRecord(key, value, list(_JSON_HEADERS), None, last))
+        except Exception:  # monitoring must never stop the data: log it and go on
+            logger.exception("distribution monitor failed; its records of this batch are dropped")
 
     def _parse(self, record: SourceRecord, now_ms: int) -> _Parsed | Rejection:
         try:
@@ -306,6 +375,8 @@ class BatchProcessor:
         # Only an event that made it out is counted in its key's window.
         elif state.add(time_ms, values, self.window, (record.partition, record.offset)):
             context.touched[window_key] = record.partition
+        if self.monitor is not None and not replayed:  # a replay was profiled the first time
+            self._observe(event, time_ms, record)
         partition = record.partition if record.partition < self.features_partitions else None
         context.result.features.append(OutputRecord(record.key, value, list(self._feature_headers), partition, record))
 
@@ -350,6 +421,7 @@ class BatchProcessor:
         return OutputRecord(key, value, headers, None, record)
 
 
+_JSON_HEADERS = (("content-type", b"application/json"),)
 #: What a truncated dead letter keeps of an oversized record.
 _TRUNCATED_VALUE_BYTES = 64 * 1024
 _TRUNCATED_KEY_BYTES = 1024

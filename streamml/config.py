@@ -98,6 +98,14 @@ class Settings:
     #: Largest dead letter the processor writes; a larger quarantined record
     #: keeps a truncated copy of its value plus its size and sha256.
     dead_letter_max_bytes: int = 900_000
+    #: Valid events the distribution monitor freezes as its reference when the
+    #: schema's profile holds none (``streamml contract infer`` writes one).
+    drift_reference_events: int = 1000
+    #: Valid events per monitoring window: each window's profile is compared
+    #: with the reference and sent to the monitoring topic. 0 turns monitoring off.
+    drift_window_events: int = 500
+    #: A field whose population stability index over a window reaches this is drifted.
+    drift_psi_threshold: float = 0.2
     #: Length of the per-key event-time window for windowed features, seconds.
     window_seconds: float = 60.0
     #: Numeric fields whose per-key windowed mean becomes a feature (comma list).
@@ -222,8 +230,13 @@ _INT_FIELDS = {
     "session_timeout_ms",
     "fetch_wait_max_ms",
     "processor_batch_size",
+    "drift_reference_events",
+    "drift_window_events",
 }
-_FLOAT_FIELDS = {"publish_every_seconds", "window_seconds", "max_event_future_seconds", "max_event_age_seconds"}
+_FLOAT_FIELDS = {
+    "publish_every_seconds", "window_seconds", "max_event_future_seconds", "max_event_age_seconds",
+    "drift_psi_threshold",
+}
 _PATH_FIELDS = {"schema_path", "home", "model_signing_key_file"}
 _BOOL_FIELDS = {"development_mode"}
 _TRUE = {"1", "true", "yes", "on"}
@@ -284,6 +297,12 @@ def _validate(s: Settings) -> list[str]:
         problems.append(f"publish_every_seconds: must be positive, got {s.publish_every_seconds}")
     if s.max_event_future_seconds <= 0 or s.max_event_age_seconds <= 0:
         problems.append("max_event_future_seconds / max_event_age_seconds: must be positive")
+    if s.drift_window_events < 0:
+        problems.append(f"drift_window_events: must be 0 (off) or more, got {s.drift_window_events}")
+    if s.drift_reference_events < 100:
+        problems.append(f"drift_reference_events: must be at least 100, got {s.drift_reference_events}")
+    if not s.drift_psi_threshold > 0:
+        problems.append(f"drift_psi_threshold: must be positive, got {s.drift_psi_threshold}")
     if s.window_seconds <= 0:
         problems.append(f"window_seconds: must be positive, got {s.window_seconds}")
     if not 1 <= s.broker_port <= 65535:

@@ -14,7 +14,10 @@ reader schema (Avro schema evolution), and an unknown fingerprint is an error
 the caller can quarantine.
 
 The data contract lives in the schema itself, as a ``contract`` attribute on a
-field: ``{"required": true, "min": 0, "max": 100, "allowed": [..]}``. Avro
+field: ``{"required": true, "min": 0, "max": 100, "allowed": [..]}`` for each
+event, and ``max_null_rate``, ``max_category_share``, ``max_unseen_share``
+(shares from 0 to 1) checked over a window of events by the distribution
+monitor of the stream processor. Avro
 tools ignore attributes they do not know, so the file stays a valid schema.
 """
 
@@ -64,6 +67,12 @@ class FieldRule:
     minimum: float | None = None
     maximum: float | None = None
     allowed: tuple[Any, ...] | None = None
+    #: Batch-level rules, checked over a window of events by the distribution
+    #: monitor (never quarantining one event): the largest share of nulls, of
+    #: any one category, and of categories the reference never saw.
+    max_null_rate: float | None = None
+    max_category_share: float | None = None
+    max_unseen_share: float | None = None
 
     @property
     def numeric(self) -> bool:
@@ -125,9 +134,14 @@ def _field_rule(field: Mapping[str, Any]) -> FieldRule:
     contract = field.get("contract") or {}
     if not isinstance(contract, Mapping):
         raise SchemaError(f"field {field['name']!r}: 'contract' must be an object")
-    unknown = set(contract) - {"required", "min", "max", "allowed"}
+    unknown = set(contract) - {"required", "min", "max", "allowed", *_SHARE_KEYS}
     if unknown:
         raise SchemaError(f"field {field['name']!r}: unknown contract keys {sorted(unknown)}")
+    for key in _SHARE_KEYS:
+        share = contract.get(key)
+        number = isinstance(share, (int, float)) and not isinstance(share, bool)
+        if share is not None and not (number and 0 <= share <= 1):
+            raise SchemaError(f"field {field['name']!r}: contract {key!r} must be a number from 0 to 1, got {share!r}")
     allowed = contract.get("allowed")
     return FieldRule(
         name=field["name"],
@@ -137,7 +151,14 @@ def _field_rule(field: Mapping[str, Any]) -> FieldRule:
         minimum=contract.get("min"),
         maximum=contract.get("max"),
         allowed=tuple(allowed) if allowed is not None else None,
+        max_null_rate=contract.get("max_null_rate"),
+        max_category_share=contract.get("max_category_share"),
+        max_unseen_share=contract.get("max_unseen_share"),
     )
+
+
+#: Contract keys of the batch-level rules: shares of a window, from 0 to 1.
+_SHARE_KEYS = ("max_null_rate", "max_category_share", "max_unseen_share")
 
 
 def bundled_schema(filename: str) -> AvroSchema:

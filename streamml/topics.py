@@ -24,6 +24,7 @@ __all__ = [
     "FEATURES",
     "MODELS",
     "PREDICTIONS",
+    "MONITORING",
 ]
 
 RAW_EVENTS = "events.raw.v1"
@@ -33,6 +34,8 @@ REPLAYED = "events.raw.v1.dlq.replayed"
 FEATURES = "features.v1"
 MODELS = "models.v1"
 PREDICTIONS = "predictions.v1"
+#: Distribution profiles, drift scores and references (:mod:`streamml.monitoring`).
+MONITORING = "monitoring.v1"
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ class Topics:
     models: str
     predictions: str
     replayed: str
+    monitoring: str
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Topics:
@@ -64,6 +68,7 @@ class Topics:
             features=settings.topic(FEATURES),
             models=settings.topic(MODELS),
             predictions=settings.topic(PREDICTIONS),
+            monitoring=settings.topic(MONITORING),
         )
 
     def specs(self, settings: Settings) -> list[TopicSpec]:
@@ -88,10 +93,16 @@ class Topics:
                 {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"},
             ),
             TopicSpec(self.predictions, n),
+            # One partition: reports in the order they were made. A week of them;
+            # the references they point to are sent again with every restart.
+            TopicSpec(self.monitoring, 1, {"retention.ms": str(7 * 24 * 3600 * 1000)}),
         ]
 
     def all(self) -> list[str]:
-        return [self.raw_events, self.dead_letters, self.features, self.models, self.predictions, self.replayed]
+        return [
+            self.raw_events, self.dead_letters, self.features, self.models, self.predictions, self.replayed,
+            self.monitoring,
+        ]
 
 
 #: Purposes of the short-lived, never-committing consumers (``Groups.ephemeral``).

@@ -31,6 +31,7 @@ def _register() -> None:
         contract,
         deadletters,
         demo,
+        drift,
         keys,
         lag,
         learn,
@@ -43,7 +44,8 @@ def _register() -> None:
     )
 
     for module in (
-        broker, topics, keys, produce, process, deadletters, contract, learn, model_registry, score, serve, lag, demo
+        broker, topics, keys, produce, process, deadletters, contract, drift, learn, model_registry, score, serve, lag,
+        demo,
     ):
         for command in module.COMMANDS:
             cli.add_command(command)

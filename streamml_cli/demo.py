@@ -13,12 +13,36 @@ from rich.table import Table
 from streamml.config import Settings
 from streamml_cli.options import connection_options, settings_from
 from streamml_cli.orchestration.demo import DemoOptions, DemoProgress, DemoResult, run_demo
+from streamml_cli.orchestration.monitor import AlertSeen, ModelVersionSeen, PipelineSnapshot
 
 __all__ = ["COMMANDS"]
 
 
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
+
+
+def _drift(s: PipelineSnapshot) -> str:
+    """The monitor's windows and the first alert per field, e.g. ``car PSI 4.7 at valid event 10,500``."""
+    if not s.monitoring_windows:
+        return "building its reference"
+    firsts: dict[tuple[str, str], AlertSeen] = {}
+    for alert in s.alerts:
+        firsts.setdefault((alert.field, alert.rule), alert)
+    shown = ", ".join(
+        f"{a.field} {'PSI' if a.rule == 'psi' else a.rule} {a.value:.2f} at valid event {a.observed:,}"
+        for a in firsts.values()
+    )
+    return f"{s.monitoring_windows} windows" + (f"; first alerts: {shown}" if shown else ", no alert")
+
+
+def _rises(latest: ModelVersionSeen | None) -> str:
+    """What the learner's ADWIN said about its error rate, as of the newest version."""
+    if latest is None:
+        return "-"
+    if not latest.error_rate_rises:
+        return "no rise detected"
+    return f"{latest.error_rate_rises} rise(s) detected, the last after {latest.error_rate_rise_at:,} learned"
 
 
 def _progress_table(p: DemoProgress) -> Table:
@@ -35,6 +59,8 @@ def _progress_table(p: DemoProgress) -> Table:
     table.add_row("learner accuracy (rolling 1k)", _pct(latest.rolling_accuracy if latest else None))
     table.add_row("scorer accuracy (rolling 1k)", _pct(s.scorer_rolling))
     table.add_row("SDK subscriber model", f"v{p.sdk_version} ({p.sdk_swaps} swaps)" if p.sdk_version else "not ready")
+    table.add_row("distribution monitor", _drift(s))
+    table.add_row("learner error rate", _rises(latest))
     table.add_row("consumer lag", ", ".join(f"{g.group.rsplit('.', 1)[-1]}={g.total}" for g in p.lag) or "-")
     return table
 
@@ -57,6 +83,8 @@ def _summary(result: DemoResult, console: Console) -> None:
             "learner accuracy", f"{_pct(latest.accuracy)} progressive, {_pct(latest.rolling_accuracy)} last 1k"
         )
     table.add_row("scorer accuracy", f"{_pct(s.scorer_accuracy)} overall, {_pct(s.scorer_rolling)} last 1k")
+    table.add_row("distribution monitor", _drift(s))
+    table.add_row("learner error rate", _rises(s.latest))
     table.add_row("SDK subscriber", f"v{result.sdk_version}, {result.sdk_swaps} swaps, {result.sdk_refused} refused")
     for group in result.lag:
         table.add_row(f"lag {group.group}", str(group.total))

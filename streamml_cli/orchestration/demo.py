@@ -185,7 +185,7 @@ def _run(
     # Offsets are committed on shutdown: lag after it is the honest final figure.
     lag = pipeline_lag(cluster)
     snapshot = _final_snapshot(cluster)
-    checks = _checks(snapshot, lag, exit_codes, subscriber, final_version, options)
+    checks = _checks(snapshot, lag, exit_codes, subscriber, final_version, options, settings)
     return DemoResult(
         snapshot=snapshot,
         lag=lag,
@@ -222,6 +222,7 @@ def _checks(
     subscriber: Any,
     final_version: int | None,
     options: DemoOptions,
+    settings: Settings,
 ) -> dict[str, bool]:
     checks = {
         "every event is in features or dead letters": snapshot.features + snapshot.quarantined == snapshot.produced,
@@ -241,6 +242,7 @@ def _checks(
         "lag is back to zero": sum(g.total for g in lag) == 0,
         "every component stopped cleanly": all(code == 0 for code in exit_codes.values()),
     }
+    checks.update(_drift_checks(snapshot, settings, options))
     if options.bad_fraction > 0:
         checks["bad events were quarantined with reasons"] = (
             snapshot.quarantined > 0
@@ -248,3 +250,38 @@ def _checks(
             and "unknown" not in snapshot.quarantine_rules
         )
     return checks
+
+
+#: The field the synthetic stream drifts on at its midpoint (see producers.synthetic).
+DRIFTED_FIELD = "car"
+
+
+def _drift_checks(snapshot: PipelineSnapshot, settings: Settings, options: DemoOptions) -> dict[str, bool]:
+    """The synthetic stream's feature drift is caught, soon after it starts and never before.
+
+    Positions are valid events seen by the (one) processor's monitor and
+    labelled events learned by the learner. The shift starts at event
+    ``events // 2``; the valid events before it are estimated from the run's
+    valid share. Neither component reads the three partitions in exactly the
+    order they were written (a backlog is fetched partition by partition), so
+    "not before" allows a quarter of the pre-shift stream, and detection may
+    take two windows past a tenth more.
+    """
+    window = settings.drift_window_events
+    if window <= 0:
+        return {}
+    before_shift = options.events // 2 * (snapshot.features / max(snapshot.produced, 1))
+    if before_shift < settings.drift_reference_events + window:
+        return {}  # too short a run for a reference and a window before the shift
+    first = snapshot.first_alert(DRIFTED_FIELD)
+    too_early = [a for a in snapshot.alerts if a.rule == "psi" and a.observed < 0.75 * before_shift]
+    latest = snapshot.latest
+    rise_at = latest.error_rate_rise_at if latest else None
+    return {
+        f"the drift in {DRIFTED_FIELD} was detected within two windows": first is not None
+        and first.observed <= 1.1 * before_shift + 2 * window,
+        "no drift alert before the shift": not too_early,
+        # Labelled events are the valid ones here: the concept drift sits at the same point.
+        "the learner's error rate rose at the concept drift, not before": rise_at is not None
+        and rise_at >= 0.75 * before_shift,
+    }

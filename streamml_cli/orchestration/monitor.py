@@ -3,8 +3,8 @@
 The monitor reads what the components wrote, not what they say about
 themselves: event counts from log-end offsets, quarantine reasons from
 dead-letter headers, model versions and learner metrics from the models
-topic, and the consuming app's versions and accuracy from the predictions
-topic. It uses ``assign()`` (no consumer group), so watching never adds lag.
+topic, the consuming app's versions and accuracy from the predictions
+topic, and drift alerts from the monitoring topic. It uses ``assign()`` (no consumer group), so watching never adds lag.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from streamml.envelope import decode_envelope
 from streamml.errors import EnvelopeError, SerializationError
 from streamml.kafka import record_headers
 from streamml.lag import log_end_offsets
+from streamml.monitoring import PROFILE, decode_record
 from streamml.records import DeadLetterReason, Prediction, RecordCodec
 
-__all__ = ["PipelineSnapshot", "PipelineMonitor", "ModelVersionSeen"]
+__all__ = ["PipelineSnapshot", "PipelineMonitor", "ModelVersionSeen", "AlertSeen"]
 
 _ROLLING = 1000
 
@@ -35,6 +36,21 @@ class ModelVersionSeen:
     n_learned: int
     accuracy: float | None
     rolling_accuracy: float | None
+    #: Rises of the learner's error rate its ADWIN detector found, and the n_learned of the last one.
+    error_rate_rises: int = 0
+    error_rate_rise_at: int | None = None
+
+
+@dataclass(frozen=True)
+class AlertSeen:
+    """One alert of a monitoring window, and where in its monitor's stream the window ended."""
+
+    field: str
+    rule: str
+    value: float
+    window: int
+    #: Valid events the monitor had seen when the window closed.
+    observed: int
 
 
 @dataclass
@@ -54,6 +70,12 @@ class PipelineSnapshot:
     scorer_correct: int = 0
     scorer_labelled: int = 0
     scorer_rolling: float | None = None
+    monitoring_windows: int = 0
+    alerts: list[AlertSeen] = field(default_factory=list)
+
+    def first_alert(self, field_name: str, rule: str = "psi") -> AlertSeen | None:
+        """The earliest alert of ``rule`` on ``field_name``, if any."""
+        return next((a for a in self.alerts if a.field == field_name and a.rule == rule), None)
 
     @property
     def latest(self) -> ModelVersionSeen | None:
@@ -73,10 +95,11 @@ class PipelineMonitor:
         self._predictions = RecordCodec(Prediction)
         self._consumer = cluster.consumer("monitor", **{"fetch.wait.max.ms": cluster.settings.fetch_wait_max_ms})
         topics = self._topics
-        counts = cluster.partition_counts(
-            [topics.models, topics.predictions, topics.dead_letters, topics.raw_events, topics.features]
-        )
-        watched = [topics.models, topics.predictions, topics.dead_letters]
+        counts = cluster.partition_counts([
+            topics.models, topics.predictions, topics.dead_letters, topics.raw_events, topics.features,
+            topics.monitoring,
+        ])
+        watched = [topics.models, topics.predictions, topics.dead_letters, topics.monitoring]
         self._consumer.assign(
             [TopicPartition(t, p, OFFSET_BEGINNING) for t in watched for p in range(counts.get(t, 0))]
         )
@@ -131,8 +154,21 @@ class PipelineMonitor:
                         env.n_learned,
                         env.metrics.get("accuracy"),
                         env.metrics.get("rolling_accuracy"),
+                        int(env.metrics.get("error_rate_rises", 0)),
+                        _optional_int(env.metrics.get("error_rate_rise_at")),
                     )
                 )
+        elif topic == self._topics.monitoring:
+            try:
+                report = decode_record(message.value())
+            except SerializationError:
+                self.undecodable += 1
+                return
+            if report.kind == PROFILE:
+                self.snapshot.monitoring_windows += 1
+                self.snapshot.alerts += [
+                    AlertSeen(a.field, a.rule, a.value, report.window, report.observed) for a in report.alerts
+                ]
         elif topic == self._topics.predictions:
             try:
                 record = self._predictions.decode(message.value(), record_headers(message))
@@ -154,6 +190,10 @@ class PipelineMonitor:
 
     def close(self) -> None:
         self._consumer.close()
+
+
+def _optional_int(value: float | None) -> int | None:
+    return None if value is None else int(value)
 
 
 def _same(prediction: object, label: object) -> bool:

@@ -160,11 +160,31 @@ def test_inferred_schema_parses_and_keeps_statistics_out_of_the_contracts(mixed:
     raw = infer_schema(mixed, source="sample.csv")
     schema = AvroSchema.from_dict(json.loads(json.dumps(raw)))
     assert schema.name == "streamml.user.Event"
-    assert all(set(f["contract"]) <= {"required", "min", "max", "allowed"} for f in raw["fields"])
+    contract_keys = {"required", "min", "max", "allowed", "max_null_rate"}
+    assert all(set(f["contract"]) <= contract_keys for f in raw["fields"])
     profile = raw[PROFILE_ATTRIBUTE]
     assert profile["rows"] == 4 and profile["inferred_from"] == "sample.csv"
     assert profile["columns"]["maybe"]["max_null_rate"] == 0.25
     assert profile["columns"]["count"]["max_null_rate"] == 0.0
+    # The batch-level rule is in the contract only where the sample had nulls.
+    assert _field(raw, "maybe")["contract"]["max_null_rate"] == 0.25
+    assert "max_null_rate" not in _field(raw, "count")["contract"]
+    assert schema.rule("maybe").max_null_rate == 0.25
+
+
+def test_inferred_profile_holds_a_reference_the_drift_monitor_reads() -> None:
+    from stream_processors.profiles import CategoricalReference, NumericReference, Reference
+
+    frame = pd.DataFrame({"size": list(range(1, 101)), "colour": ["red"] * 75 + ["blue"] * 25})
+    raw = json.loads(json.dumps(infer_schema(frame)))
+    reference = Reference.from_schema_profile(raw, ["size", "colour"])
+    assert reference is not None and reference.origin == "schema profile" and reference.events == 100
+    size, colour = reference.fields["size"], reference.fields["colour"]
+    assert isinstance(size, NumericReference) and isinstance(colour, CategoricalReference)
+    assert size.quantiles[0] == 1 and size.quantiles[50] == 50 and size.quantiles[-1] == 100
+    assert colour.shares == {"blue": 0.25, "red": 0.75}
+    # A field the profile does not cover: no reference from it (the monitor freezes one from events).
+    assert Reference.from_schema_profile(raw, ["size", "weight"]) is None
 
 
 def test_max_null_rate_rounds_up_to_hundredths() -> None:
@@ -277,7 +297,7 @@ def test_frame_from_source_reads_each_format_bounded_by_limit(
     raw = infer_schema(frame)
     types = {f["name"]: f["type"][1] for f in raw["fields"]}
     assert types == {"id": "string", "age": "int", "score": "double", "tier": "string", "ok": "boolean"}
-    assert _field(raw, "age")["contract"] == {"required": False, "min": 20, "max": 45}
+    assert _field(raw, "age")["contract"] == {"required": False, "min": 20, "max": 45, "max_null_rate": 0.25}
     assert _field(raw, "tier")["contract"]["allowed"] == ["bronze", "gold", "silver"]
     _assert_every_row_valid(raw, frame)
 

@@ -125,3 +125,40 @@ def test_an_event_the_model_cannot_learn_changes_no_counter_metric_or_offset() -
     learner.advance(T, 0, 4)  # what the loop does for a skipped record
     learner.process({"i": 5}, True, topic=T, partition=0, offset=5)
     assert learner.n_learned == learner.n_seen == 5 and learner.input_offsets == {f"{T}[0]": 6}
+
+
+def _concept_flip(learner: OnlineLearner, n: int, flip_at: int, seed: int = 11) -> None:
+    """A learnable stream whose concept inverts at ``flip_at``."""
+    rng = random.Random(seed)
+    for i in range(n):
+        x = {"a": rng.gauss(0, 1), "b": rng.gauss(0, 1)}
+        y = x["a"] + x["b"] > 0
+        learner.process(x, y if i < flip_at else not y, topic=T, partition=0, offset=i)
+
+
+def test_the_error_rate_rise_at_a_concept_drift_is_detected_and_warm_up_is_not(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    learner = OnlineLearner(catalog.build("logistic"))
+    _concept_flip(learner, 3000, flip_at=10**9)  # no flip: the error falls while it learns
+    assert learner.metrics()["error_rate_rises"] == 0 and "error_rate_rise_at" not in learner.metrics()
+    flipped = OnlineLearner(catalog.build("logistic"))
+    with caplog.at_level("WARNING", logger="model_publisher.learner"):
+        _concept_flip(flipped, 3000, flip_at=2000)
+    m = flipped.metrics()
+    assert m["error_rate_rises"] >= 1
+    assert 2000 < m["error_rate_rise_at"] < 2200  # found within 200 events of the flip
+    assert "learner error rate rose to" in caplog.text
+    assert caplog.text.count("learner error rate rose") == m["error_rate_rises"]
+
+
+def test_resume_continues_the_count_of_error_rate_rises() -> None:
+    learner = OnlineLearner(catalog.build("logistic"))
+    _concept_flip(learner, 2500, flip_at=2000)
+    envelope = seal(
+        learner.model, model_name="m", version=2, flavor=catalog.FLAVOR,
+        metrics=learner.metrics(), n_learned=learner.n_learned, input_offsets=learner.input_offsets,
+    )
+    resumed = OnlineLearner.resume(learner.model, envelope)
+    assert resumed.error_rate_rises == learner.error_rate_rises >= 1
+    assert resumed.metrics()["error_rate_rise_at"] == learner.metrics()["error_rate_rise_at"]
