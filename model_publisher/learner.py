@@ -12,12 +12,20 @@ the learner logs one warning line and counts it in the metrics
 (``error_rate_rises``, and ``error_rate_rise_at``, the ``n_learned`` of the
 last one). Falls in the error rate (the model learning, or adapting) are not
 counted.
+
+Delayed labels: :meth:`OnlineLearner.predict_ahead` predicts an event that
+has no label yet and remembers the prediction; :meth:`OnlineLearner.process_label`,
+given the same event joined with its label later, scores that remembered
+prediction and then learns. It is river's delayed progressive validation
+(``evaluate.progressive_val_score`` with ``moment`` and ``delay``): the model is
+judged as it was when the features were seen.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -62,6 +70,8 @@ class OnlineLearner:
         rolling_window: int = ROLLING_WINDOW,
         error_rate_rises: int = 0,
         error_rate_rise_at: int | None = None,
+        n_predicted_late: int = 0,
+        max_awaiting: int = 1_000_000,
     ) -> None:
         self.model = model
         self.n_learned = n_learned
@@ -79,6 +89,12 @@ class OnlineLearner:
         self.error_rate_rise_at = error_rate_rise_at
         # river leaves ADWIN's __init__ unannotated. Its window is not published: it restarts on resume.
         self._errors = ADWIN()  # type: ignore[no-untyped-call]
+        #: Delayed labels: predictions waiting for their label, by event id (oldest first).
+        self._awaiting: OrderedDict[str, tuple[Any, Mapping[Any, float]]] = OrderedDict()
+        self.max_awaiting = max_awaiting
+        self.n_predicted_late = n_predicted_late
+        #: Whether delayed-label events were seen (their counters go into the metrics).
+        self.delayed = n_predicted_late > 0
 
     @classmethod
     def resume(cls, model: Any, envelope: ModelEnvelope) -> OnlineLearner:
@@ -97,6 +113,7 @@ class OnlineLearner:
             input_offsets=envelope.input_offsets,
             error_rate_rises=int(m.get("error_rate_rises", 0)),
             error_rate_rise_at=int(m["error_rate_rise_at"]) if "error_rate_rise_at" in m else None,
+            n_predicted_late=int(m.get("n_predicted_late", 0)),
         )
 
     def process(self, x: dict[str, float], y: Any, *, topic: str, partition: int, offset: int) -> Any:
@@ -117,10 +134,62 @@ class OnlineLearner:
             self.n_seen += 1
             self.advance(topic, partition, offset)
             return None
+        proba, y_pred = self._predict(x)
+        self._learn_and_score(x, y, y_pred, proba)
+        self.n_seen += 1
+        self.advance(topic, partition, offset)
+        return y_pred
+
+    def predict_ahead(self, event_id: str, x: dict[str, float], *, topic: str, partition: int, offset: int) -> Any:
+        """Delayed labels: predict an unlabelled event now; :meth:`process_label` scores it when its label comes.
+
+        The prediction is remembered by ``event_id`` (the oldest are dropped
+        past :attr:`max_awaiting`), so progressive validation scores the model
+        as it was when the features were seen, not after it learned from
+        events whose labels came first. Returns the prediction.
+        """
+        self.delayed = True
+        proba, y_pred = self._predict(x)
+        awaiting = self._awaiting
+        awaiting[event_id] = (y_pred, proba)
+        awaiting.move_to_end(event_id)
+        while len(awaiting) > self.max_awaiting:
+            awaiting.popitem(last=False)
+        self.n_seen += 1
+        self.advance(topic, partition, offset)
+        return y_pred
+
+    def process_label(
+        self, event_id: str, x: dict[str, float], y: Any, *, topic: str, partition: int, offset: int
+    ) -> Any:
+        """Delayed labels: the joined record of an event seen earlier: score its earlier prediction, then learn.
+
+        An event whose prediction is not remembered (seen before a restart, or
+        dropped) is predicted now and counted in ``n_predicted_late``. Raises
+        like :meth:`process` if the model cannot learn it; nothing moved then.
+        """
+        self.delayed = True
+        stored = self._awaiting.get(event_id)
+        proba: Mapping[Any, float]
+        if stored is None:
+            proba, y_pred = self._predict(x)
+        else:
+            y_pred, proba = stored
+        self._learn_and_score(x, y, y_pred, proba)
+        if stored is None:
+            self.n_predicted_late += 1
+        else:
+            del self._awaiting[event_id]
+        self.advance(topic, partition, offset)
+        return y_pred
+
+    def _predict(self, x: dict[str, float]) -> tuple[dict[Any, float], Any]:
         proba = self.model.predict_proba_one(x) if self._has_proba else {}
-        y_pred = self.model.predict_one(x)
-        # Still test-then-train: the prediction above was made before learning;
-        # the metrics are only updated once learning succeeded too.
+        return proba, self.model.predict_one(x)
+
+    def _learn_and_score(self, x: dict[str, float], y: Any, y_pred: Any, proba: Mapping[Any, float]) -> None:
+        # Still test-then-train: the prediction was made before learning; the
+        # metrics are only updated once learning succeeded too.
         self.model.learn_one(x, y)
         loss = None
         if proba:
@@ -132,10 +201,7 @@ class OnlineLearner:
         if loss is not None:
             self._loss_sum += loss
             self._n_scored += 1
-        self.n_seen += 1
         self.n_learned += 1
-        self.advance(topic, partition, offset)
-        return y_pred
 
     def _watch_errors(self, wrong: bool) -> None:
         detector = self._errors
@@ -168,6 +234,9 @@ class OnlineLearner:
         }
         if self.error_rate_rise_at is not None:
             result["error_rate_rise_at"] = float(self.error_rate_rise_at)
+        if self.delayed:
+            result["n_predicted_late"] = float(self.n_predicted_late)
+            result["n_awaiting_label"] = float(len(self._awaiting))
         if self._n_scored:
             result["log_loss"] = self._loss_sum / self._n_scored
         return result

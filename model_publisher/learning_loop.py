@@ -85,6 +85,10 @@ class LearningLoop:
         self.cluster = Cluster.of(settings)
         self.settings = self.cluster.settings
         self.topic = self.cluster.topics.features
+        #: Delayed labels: the joined records are read too (see OnlineLearner.predict_ahead).
+        self.delayed = self.settings.label_mode == "delayed"
+        self.labelled = self.cluster.topics.features_labelled
+        self.inputs = [self.topic, self.labelled] if self.delayed else [self.topic]
         self.max_events = max_events
         self.stop = stop or threading.Event()
         self.on_publish = on_publish
@@ -101,7 +105,7 @@ class LearningLoop:
         #: trained (only when it resumed the newest published version).
         self._trust_committed = False
 
-    def _initial_learner(self, committed: dict[int, int]) -> OnlineLearner:
+    def _initial_learner(self, committed: dict[tuple[str, int], int]) -> OnlineLearner:
         """Pick the model to continue and decide whether ``committed`` applies to it."""
         spec = self.settings.model_spec
         fresh = build(spec)
@@ -152,15 +156,18 @@ class LearningLoop:
             )
         return OnlineLearner(fresh)
 
-    def _committed(self, consumer: Consumer) -> dict[int, int]:
-        parts = self.cluster.partitions(self.topic)
+    def _committed(self, consumer: Consumer) -> dict[tuple[str, int], int]:
+        wanted = [TopicPartition(topic, p) for topic in self.inputs for p in self.cluster.partitions(topic)]
         try:
-            committed = consumer.committed([TopicPartition(self.topic, p) for p in parts], timeout=10)
+            committed = consumer.committed(wanted, timeout=10)
         except KafkaException as exc:
-            raise KafkaClientError(f"cannot read committed offsets of {self.topic}: {describe_error(exc)}") from exc
-        return {tp.partition: tp.offset for tp in committed if tp.offset >= 0}
+            names = ", ".join(self.inputs)
+            raise KafkaClientError(f"cannot read committed offsets of {names}: {describe_error(exc)}") from exc
+        return {(tp.topic, tp.partition): tp.offset for tp in committed if tp.offset >= 0}
 
-    def _position(self, learner: OnlineLearner, partition: int, committed: dict[int, int]) -> int:
+    def _position(
+        self, learner: OnlineLearner, topic: str, partition: int, committed: dict[tuple[str, int], int]
+    ) -> int:
         """Where to read ``partition`` from: what the in-memory model has consumed.
 
         That is the resumed version's ``input_offsets`` at start (and further
@@ -171,8 +178,8 @@ class LearningLoop:
         (see :meth:`_initial_learner`); a partition the model has read
         nothing of is read from the beginning.
         """
-        learned = learner.input_offsets.get(partition_key(self.topic, partition))
-        stored = committed.get(partition) if self._trust_committed else None
+        learned = learner.input_offsets.get(partition_key(topic, partition))
+        stored = committed.get((topic, partition)) if self._trust_committed else None
         known = [o for o in (learned, stored) if o is not None]
         return max(known) if known else OFFSET_BEGINNING
 
@@ -188,10 +195,10 @@ class LearningLoop:
 
             def on_assign(c: Consumer, assigned: list[TopicPartition]) -> None:
                 for tp in assigned:
-                    tp.offset = self._position(learner, tp.partition, committed)
+                    tp.offset = self._position(learner, tp.topic, tp.partition, committed)
                 c.assign(assigned)
 
-            consumer.subscribe([self.topic], on_assign=on_assign)
+            consumer.subscribe(self.inputs, on_assign=on_assign)
 
             def skip(message: Message, exc: DecodeError) -> None:
                 self._skip_undecodable(learner, message, exc)
@@ -233,7 +240,14 @@ class LearningLoop:
         label = record.label
         self._recent_inputs.append(record.features)
         try:
-            learner.process(record.features, label, topic=topic, partition=partition, offset=offset)
+            if topic == self.labelled:
+                learner.process_label(
+                    record.event_id, record.features, label, topic=topic, partition=partition, offset=offset
+                )
+            elif label is None and self.delayed:
+                learner.predict_ahead(record.event_id, record.features, topic=topic, partition=partition, offset=offset)
+            else:
+                learner.process(record.features, label, topic=topic, partition=partition, offset=offset)
         except Exception as exc:  # noqa: BLE001 - any model error on one record: skip it, do not crash-loop
             self.report.skipped += 1
             logger.error(
@@ -288,12 +302,13 @@ class LearningLoop:
 
     def _store(self, consumer: Consumer, learner: OnlineLearner, offsets: dict[str, int] | None = None) -> None:
         offsets = learner.input_offsets if offsets is None else offsets
-        prefix = f"{self.topic}["
-        store_offsets(
-            consumer,
-            self.topic,
-            {int(key[len(prefix):-1]): offset for key, offset in offsets.items() if key.startswith(prefix)},
-        )
+        for topic in self.inputs:
+            prefix = f"{topic}["
+            store_offsets(
+                consumer,
+                topic,
+                {int(key[len(prefix):-1]): offset for key, offset in offsets.items() if key.startswith(prefix)},
+            )
 
 
 def _position(message: Message) -> tuple[str, int, int]:

@@ -5,18 +5,9 @@ on whole batches (faust's per-event cost is high); this module only moves
 bytes between Kafka and that function and keeps the window state in a faust
 table.
 
-At-least-once: faust commits only offsets of acked messages, and
-``Stream.take_events`` acks a batch's events as soon as the agent asks for the
-next batch (in a ``finally`` block, so even when the agent fails). To commit
-an offset only after its output is delivered, :class:`BatchHandler` holds an
-extra reference on each event's message and drops it once every output of
-the batch (features, dead letters, changelog records; sent without waiting on
-each) is acknowledged by the broker. That wait runs in the background, so
-batch N+1 is processed while batch N is in flight; on a clean stop faust's
-``stream_wait_empty`` waits for those holds to be released before the final
-commit (``app.on_before_shutdown`` fires only after that commit). A failed delivery crashes
-the worker with the batch still held: it exits non-zero and replays from the
-last commit when restarted.
+At-least-once: an offset is committed only after every output of its batch
+(features, dead letters, changelog records, monitoring records) is delivered,
+see :mod:`stream_processors.delivery`.
 
 Window state and partitions: faust's ``Table.__setitem__`` sends the changelog
 record to the partition of ``current_event()``; inside a ``take_events`` batch
@@ -24,6 +15,12 @@ that is not the event that touched the key. The handler therefore writes the
 store and calls ``Table.send_changelog`` itself, with the partition of the
 source record, so a key's state is changelogged to (and recovered with) the
 partition its events come from.
+
+Delayed labels (``STREAMML_LABEL_MODE=delayed``): the processor also sends
+each feature vector without a label to ``features.by-event.v1``, keyed by
+event id; a second agent reads that topic and ``labels.v1`` (co-partitioned
+by event id) and joins them in the ``label-join`` table
+(:mod:`stream_processors.label_join`).
 """
 
 from __future__ import annotations
@@ -37,11 +34,14 @@ from typing import Any, cast
 
 import faust
 
+from stream_processors.delivery import HeldBatches, Output
+from stream_processors.label_join import JOIN_AGENT, JOIN_TABLE, JoinHandler
 from stream_processors.pipeline import BatchProcessor, SourceRecord
 from stream_processors.profiles import Reference
+from stream_processors.recovery import complete_recovery
 from streamml.cluster import Cluster
 from streamml.config import Settings
-from streamml.errors import KafkaClientError, RecordError, StreamMLError
+from streamml.errors import ConfigError, KafkaClientError, RecordError, StreamMLError
 from streamml.kafka import faust_broker_credentials, faust_broker_url
 from streamml.monitoring import REFERENCE, decode_record
 from streamml.reader import read_to_end
@@ -59,28 +59,25 @@ AGENT_NAME = "process-events"
 BATCH_WITHIN = 0.2
 
 
-class BatchHandler:
+class BatchHandler(HeldBatches):
     """Process one ``take_events`` batch and send its outputs (see the module doc)."""
-
-    #: Batches whose deliveries may be outstanding while the next one is processed.
-    MAX_IN_FLIGHT = 4
 
     def __init__(
         self,
         app: faust.App,
         processor: BatchProcessor,
         table: Any,
-        features: str,
-        dead_letters: str,
-        monitoring: str | None = None,
+        topics: Topics,
+        *,
+        monitoring: bool = False,
+        delayed_labels: bool = False,
     ) -> None:
-        self.app = app
+        super().__init__(app)
         self.processor = processor
         self.table = table
-        self.features = features
-        self.dead_letters = dead_letters
+        self.topics = topics
         self.monitoring = monitoring
-        self._in_flight: set[asyncio.Future[None]] = set()
+        self.delayed_labels = delayed_labels
 
     async def handle(self, events: Sequence[faust.EventT[Any]]) -> None:
         """Process a batch, hand its outputs to the producer, and return.
@@ -88,67 +85,30 @@ class BatchHandler:
         The events stay unacked (held) until every output is delivered; that
         wait runs in the background so the next batch is processed meanwhile.
         """
-        for event in events:
-            event.message.incref()
+        self.hold(events)
         records = [_source_record(event) for event in events]
         # The store, not the table: table reads go through sensors per key.
         store = self.table.data
         result = self.processor.process_batch(records, store)
-        # Straight to the producer, not through faust's send buffer: the buffer
-        # hands records to aiokafka one task switch at a time and stalls the
-        # stream whenever it holds over 100 (ProducerBuffer.max_messages).
-        send = self.app.producer.send
         changelog = self.table.changelog_topic.get_topic_name()
-        pending = []
-        try:
-            for key, update in result.window_updates.items():
-                store[key] = update.state  # live object; recovery restores the dumped form
-                value = faust.serializers.codecs.dumps(self.table.value_serializer, update.dumped)
-                pending.append(await send(changelog, key, value, update.partition, None, None))
-            # Output headers may have None values (dead letters keep their source's headers), which
-            # aiokafka sends as null; faust's HeadersArg type does not allow them.
-            for out in result.features:
-                pending.append(
-                    await send(self.features, out.key, out.value, out.partition, None, out.headers)  # type: ignore[arg-type]
-                )
-            for out in result.dead_letters:
-                pending.append(
-                    await send(self.dead_letters, out.key, out.value, None, None, out.headers)  # type: ignore[arg-type]
-                )
-            if self.monitoring is not None:
-                for out in result.monitoring:
-                    pending.append(
-                        await send(self.monitoring, out.key, out.value, None, None, out.headers)  # type: ignore[arg-type]
-                    )
-        except Exception as exc:
-            await self._fail(records, exc)
-            raise KafkaClientError(f"cannot send the outputs of {_span(records)}: {exc}") from exc
-        task = asyncio.ensure_future(self._release_when_delivered(events, records, pending))
-        self._in_flight.add(task)
-        task.add_done_callback(self._in_flight.discard)
-        if len(self._in_flight) >= self.MAX_IN_FLIGHT:
-            await asyncio.wait(set(self._in_flight), return_when=asyncio.FIRST_COMPLETED)
+        topics = self.topics
+        outputs: list[Output] = []
+        for key, update in result.window_updates.items():
+            store[key] = update.state  # live object; recovery restores the dumped form
+            value = faust.serializers.codecs.dumps(self.table.value_serializer, update.dumped)
+            outputs.append((changelog, key, value, update.partition, None))
+        # Output headers may have None values (dead letters keep their source's headers).
+        outputs += [(topics.features, o.key, o.value, o.partition, o.headers) for o in result.features]
+        if self.delayed_labels:
+            # Keyed by event id, partition left to aiokafka's murmur2: where the labels of the same ids go.
+            outputs += [(topics.features_by_event, o.key, o.value, None, o.headers) for o in result.awaiting_label]
+        outputs += [(topics.dead_letters, o.key, o.value, None, o.headers) for o in result.dead_letters]
+        if self.monitoring:
+            outputs += [(topics.monitoring, o.key, o.value, None, o.headers) for o in result.monitoring]
+        await self.send(events, _span(records), outputs)
         logger.debug(
-            "batch %s: %d features, %d dead letters",
-            _span(records),
-            len(result.features),
-            len(result.dead_letters),
+            "batch %s: %d features, %d dead letters", _span(records), len(result.features), len(result.dead_letters)
         )
-
-    async def _release_when_delivered(
-        self, events: Sequence[faust.EventT[Any]], records: list[SourceRecord], pending: list[Any]
-    ) -> None:
-        try:
-            await asyncio.gather(*pending)
-        except Exception as exc:
-            await self._fail(records, exc)  # the batch stays held: never committed
-            return
-        for event in events:
-            event.ack()  # drops our hold; with take_events' own ack the offset becomes committable
-
-    async def _fail(self, records: list[SourceRecord], exc: BaseException) -> None:
-        logger.critical("cannot deliver the outputs of %s; stopping: %r", _span(records), exc)
-        await self.app.crash(exc)
 
 
 def _span(records: list[SourceRecord]) -> str:
@@ -187,20 +147,25 @@ def build_app(
     earlier run (:func:`stored_reference`).
     """
     groups = Groups.from_settings(settings)
+    #: Names this worker in its monitoring records.
+    worker_name = f"{groups.processor}@{socket.gethostname()}:{os.getpid()}"
     processor = BatchProcessor.from_settings(
         settings,
         event_schema=event_schema,
         writer_schemas=writer_schemas,
-        monitor_source=f"{groups.processor}@{socket.gethostname()}:{os.getpid()}",
+        monitor_source=worker_name,
         reference=reference,
     )
     topics = Topics.from_settings(settings)
     session = settings.session_timeout_ms / 1000
+    (settings.home / "faust").mkdir(parents=True, exist_ok=True)  # faust makes only the last level
     app = faust.App(
         groups.processor,
         broker=faust_broker_url(settings),
         broker_credentials=faust_broker_credentials(settings),
         store="memory://",
+        # Not the working directory (faust's default): tables are in memory, but faust still makes its data dir.
+        datadir=str(settings.home / "faust" / "{conf.name}"),
         autodiscover=False,
         web_enabled=False,  # several workers on one host would fight over the port
         topic_partitions=settings.partitions,
@@ -227,21 +192,33 @@ def build_app(
     # nor decodes their records (the pipeline needs the original bytes).
     raw_codecs: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw", "internal": False}
     source = app.topic(topics.raw_events, **raw_codecs)
+    delayed = settings.label_mode == "delayed"
+    windows = app.Table(
+        WINDOW_TABLE,
+        default=None,
+        partitions=settings.partitions,
+        key_type=bytes,  # record keys as they come: the "raw" codec, both ways
+        # value type unset: JSON, which WindowState.dump produces
+    )
     handler = BatchHandler(
         app,
         processor,
-        app.Table(
-            WINDOW_TABLE,
-            default=None,
-            partitions=settings.partitions,
-            key_type=bytes,  # record keys as they come: the "raw" codec, both ways
-            # value type unset: JSON, which WindowState.dump produces
-        ),
-        topics.features,
-        topics.dead_letters,
-        topics.monitoring if processor.monitor is not None else None,
+        windows,
+        topics,
+        monitoring=processor.monitor is not None,
+        delayed_labels=delayed,
     )
     batch_size = settings.processor_batch_size
+    tables = [windows]
+    if delayed:
+        tables.append(_add_label_join(app, settings, topics, processor, source=worker_name))
+    cluster = Cluster(settings)
+
+    @app.on_rebalance_complete.connect  # type: ignore[arg-type]  # mode's receiver type wants a signal kwarg
+    async def complete_table_recovery(sender: Any, **kwargs: Any) -> None:
+        # Before the streams resume: see stream_processors.recovery (the embedded broker's ListOffsets).
+        for table in tables:
+            await complete_recovery(app, table, cluster)
 
     @app.agent(source, name=AGENT_NAME)
     async def process_events(stream: faust.StreamT[Any]) -> None:
@@ -260,6 +237,45 @@ def build_app(
     return app
 
 
+def _add_label_join(
+    app: faust.App, settings: Settings, topics: Topics, processor: BatchProcessor, *, source: str
+) -> Any:
+    """The delayed-label join: an agent over the by-event features and the labels, a table, a sweep timer.
+
+    Returns the join table.
+    """
+    table = app.Table(JOIN_TABLE, default=None, partitions=settings.partitions, key_type=bytes)
+    handler = JoinHandler(
+        app,
+        table,
+        topics,
+        ttl_seconds=settings.label_ttl_seconds,
+        stream=processor.schema.name,
+        source=source,
+        dead_letter_max_bytes=settings.dead_letter_max_bytes,
+        report=processor.monitor is not None,  # the monitoring topic exists
+    )
+    raw_codecs: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw", "internal": False}
+    channel = app.topic(topics.features_by_event, topics.labels, **raw_codecs)
+    batch_size = settings.processor_batch_size
+
+    @app.agent(channel, name=JOIN_AGENT)
+    async def join_labels(stream: faust.StreamT[Any]) -> None:
+        batches = cast("faust.Stream[Any]", stream).take_events(batch_size, within=BATCH_WITHIN)
+        async for events in batches:
+            await handler.handle(events)
+
+    @app.timer(interval=max(0.5, min(settings.label_ttl_seconds / 10, 5.0)))  # type: ignore[untyped-decorator]
+    async def sweep_labels() -> None:
+        await handler.sweep()
+
+    logger.info(
+        "delayed labels: %s + %s -> %s, time-to-live %gs",
+        topics.features_by_event, topics.labels, topics.features_labelled, settings.label_ttl_seconds,
+    )
+    return table
+
+
 def run_worker(
     settings: Settings,
     *,
@@ -274,8 +290,16 @@ def run_worker(
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     reference = None
+    cluster = Cluster(settings)
+    if settings.label_mode == "delayed":
+        topics = cluster.topics
+        missing = [t for t in (topics.labels, topics.features_by_event, topics.features_labelled)
+                   if not cluster.partitions(t)]
+        if missing:
+            raise ConfigError(
+                f"STREAMML_LABEL_MODE=delayed needs topics {', '.join(missing)}: run 'streamml topics create'"
+            )
     if settings.drift_window_events > 0:
-        cluster = Cluster(settings)
         if not cluster.partitions(cluster.topics.monitoring):
             # Sending to a missing topic would fail the batch (or make the broker
             # auto-create it): monitoring waits for `streamml topics create`.

@@ -9,8 +9,11 @@ module decides what a processor rejection says.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from stream_processors.validation import Violation
 from streamml.records import DEAD_LETTER_STAGES, DLQ_PREFIX, DeadLetterReason
@@ -20,8 +23,11 @@ __all__ = [
     "DLQ_PREFIX",
     "Rejection",
     "dead_letter_headers",
+    "dead_letter",
     "read_rejection",
 ]
+
+logger = logging.getLogger(__name__)
 
 STAGES = DEAD_LETTER_STAGES
 
@@ -90,6 +96,57 @@ def dead_letter_headers(
         original_sha256=original_sha256,
     )
     return reason.headers(original)
+
+
+def dead_letter(
+    value: bytes | None,
+    key: bytes | None,
+    original: Headers,
+    rejection: Rejection,
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    source_timestamp_ms: int | None,
+    now_ms: int,
+    max_bytes: int,
+) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes | None]]]:
+    """The ``(key, value, headers)`` of the dead letter of a record read at ``topic[partition]@offset``.
+
+    A record over ``max_bytes`` would not fit one produce request: its dead
+    letter keeps a prefix of the value (64 KiB) and of the key, drops the
+    original headers and says how large it was and its digest; the source
+    position says where the whole record is, so it is never lost silently.
+    """
+    size = _record_size(value, key, original)
+    truncated: dict[str, Any] = {}
+    if size > max_bytes:
+        truncated = {"original_size": size, "original_sha256": hashlib.sha256(value or b"").hexdigest()}
+        value = (value or b"")[:_TRUNCATED_VALUE_BYTES]
+        key = None if key is None else key[:_TRUNCATED_KEY_BYTES]
+        original = ()
+        logger.warning(
+            "quarantined %s[%d]@%d is %d bytes: its dead letter keeps the first %d bytes of the value",
+            topic, partition, offset, size, len(value),
+        )
+    headers = dead_letter_headers(
+        original, rejection, topic=topic, partition=partition, offset=offset,
+        source_timestamp_ms=source_timestamp_ms, now_ms=now_ms, **truncated,
+    )
+    return key, value, headers
+
+
+#: What a truncated dead letter keeps of an oversized record.
+_TRUNCATED_VALUE_BYTES = 64 * 1024
+_TRUNCATED_KEY_BYTES = 1024
+
+
+def _record_size(value: bytes | None, key: bytes | None, headers: Headers) -> int:
+    """Bytes of a record as a produce request carries them (value, key, header names and values)."""
+    size = len(value or b"") + len(key or b"")
+    for name, header in headers:
+        size += len(name) + len(header or b"")
+    return size
 
 
 read_rejection = DeadLetterReason.read

@@ -13,14 +13,13 @@ The faust wiring in :mod:`stream_processors.app` only moves bytes and window sta
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from stream_processors.dead_letters import Rejection, dead_letter_headers
+from stream_processors.dead_letters import Rejection, dead_letter
 from stream_processors.drift import DistributionMonitor
 from stream_processors.features import EVENT_ID_FIELD, FeatureSpec, featurize
 from stream_processors.profiles import Reference
@@ -123,6 +122,8 @@ class BatchResult:
     window_updates: dict[bytes, WindowUpdate] = field(default_factory=dict)
     #: Records for the monitoring topic (references and closed windows), if any.
     monitoring: list[OutputRecord] = field(default_factory=list)
+    #: Delayed-label mode: the feature vectors without a label, keyed by event id.
+    awaiting_label: list[OutputRecord] = field(default_factory=list)
 
     # allows ``features, dead_letters = processor.process_batch(...)``
     def __iter__(self) -> Iterator[list[OutputRecord]]:
@@ -154,6 +155,7 @@ class BatchProcessor:
         max_event_age_seconds: float = 20 * 365.25 * 24 * 3600,
         dead_letter_max_bytes: int = 900_000,
         monitor: DistributionMonitor | None = None,
+        delayed_labels: bool = False,
     ) -> None:
         self.event_serde = AvroSerde(event_schema, writer_schemas)
         self.feature_codec = RecordCodec(FeatureVector)
@@ -170,6 +172,7 @@ class BatchProcessor:
         self.max_event_age_ms = int(max_event_age_seconds * 1000)
         self.dead_letter_max_bytes = dead_letter_max_bytes
         self.monitor = monitor
+        self.delayed_labels = delayed_labels
 
     @classmethod
     def from_settings(
@@ -200,6 +203,7 @@ class BatchProcessor:
             max_event_future_seconds=settings.max_event_future_seconds,
             max_event_age_seconds=settings.max_event_age_seconds,
             dead_letter_max_bytes=settings.dead_letter_max_bytes,
+            delayed_labels=settings.label_mode == "delayed",
         )
         if settings.drift_window_events > 0:
             numeric, categorical = processor.monitored_fields()
@@ -379,6 +383,9 @@ class BatchProcessor:
             self._observe(event, time_ms, record)
         partition = record.partition if record.partition < self.features_partitions else None
         context.result.features.append(OutputRecord(record.key, value, list(self._feature_headers), partition, record))
+        if self.delayed_labels and vector.label is None:
+            key = vector.event_id.encode()
+            context.result.awaiting_label.append(OutputRecord(key, value, list(self._feature_headers), None, record))
 
     def _load_state(self, raw: Any, record: SourceRecord) -> WindowState:
         try:
@@ -393,47 +400,14 @@ class BatchProcessor:
         logger.info(
             "quarantined %s: %s/%s %s", record.position, rejection.stage, rejection.rule, rejection.message
         )
-        value, key, original = record.value, record.key, record.headers
-        size = _record_size(value, key, original)
-        truncated: dict[str, Any] = {}
-        if size > self.dead_letter_max_bytes:
-            # The whole record would not fit one produce request: keep a prefix of
-            # the value and say where the original is (source topic, partition,
-            # offset), how large it was and its digest, so it is never lost silently.
-            truncated = {"original_size": size, "original_sha256": hashlib.sha256(value or b"").hexdigest()}
-            value = (value or b"")[: _TRUNCATED_VALUE_BYTES]
-            key = None if key is None else key[:_TRUNCATED_KEY_BYTES]
-            original = ()
-            logger.warning(
-                "quarantined %s is %d bytes: its dead letter keeps the first %d bytes of the value",
-                record.position, size, len(value),
-            )
-        headers = dead_letter_headers(
-            original,
-            rejection,
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            source_timestamp_ms=record.timestamp_ms,
-            now_ms=now_ms,
-            **truncated,
+        key, value, headers = dead_letter(
+            record.value, record.key, record.headers, rejection,
+            topic=record.topic, partition=record.partition, offset=record.offset,
+            source_timestamp_ms=record.timestamp_ms, now_ms=now_ms, max_bytes=self.dead_letter_max_bytes,
         )
         return OutputRecord(key, value, headers, None, record)
 
 
 _JSON_HEADERS = (("content-type", b"application/json"),)
-#: What a truncated dead letter keeps of an oversized record.
-_TRUNCATED_VALUE_BYTES = 64 * 1024
-_TRUNCATED_KEY_BYTES = 1024
-
-
-def _record_size(value: bytes | None, key: bytes | None, headers: Headers) -> int:
-    """Bytes of a record as a produce request carries them (value, key, header names and values)."""
-    size = len(value or b"") + len(key or b"")
-    for name, header in headers:
-        size += len(name) + len(header or b"")
-    return size
-
-
 def _as_float(value: Any) -> float | None:
     return None if value is None else float(value)

@@ -106,6 +106,13 @@ class Settings:
     drift_window_events: int = 500
     #: A field whose population stability index over a window reaches this is drifted.
     drift_psi_threshold: float = 0.2
+    #: ``inline``: labels come in the events. ``delayed``: events come without
+    #: them and labels arrive later on the labels topic, keyed by event id; the
+    #: processor joins them with the stored features, the learner predicts when
+    #: the features arrive and learns when the label does.
+    label_mode: str = "inline"
+    #: How long features wait for their label (and a label for its features), seconds.
+    label_ttl_seconds: float = 3600.0
     #: Length of the per-key event-time window for windowed features, seconds.
     window_seconds: float = 60.0
     #: Numeric fields whose per-key windowed mean becomes a feature (comma list).
@@ -235,7 +242,7 @@ _INT_FIELDS = {
 }
 _FLOAT_FIELDS = {
     "publish_every_seconds", "window_seconds", "max_event_future_seconds", "max_event_age_seconds",
-    "drift_psi_threshold",
+    "drift_psi_threshold", "label_ttl_seconds",
 }
 _PATH_FIELDS = {"schema_path", "home", "model_signing_key_file"}
 _BOOL_FIELDS = {"development_mode"}
@@ -303,6 +310,10 @@ def _validate(s: Settings) -> list[str]:
         problems.append(f"drift_reference_events: must be at least 100, got {s.drift_reference_events}")
     if not s.drift_psi_threshold > 0:
         problems.append(f"drift_psi_threshold: must be positive, got {s.drift_psi_threshold}")
+    if s.label_mode not in ("inline", "delayed"):
+        problems.append(f"label_mode: expected inline or delayed, got {s.label_mode!r}")
+    if not s.label_ttl_seconds > 0:
+        problems.append(f"label_ttl_seconds: must be positive, got {s.label_ttl_seconds}")
     if s.window_seconds <= 0:
         problems.append(f"window_seconds: must be positive, got {s.window_seconds}")
     if not 1 <= s.broker_port <= 65535:

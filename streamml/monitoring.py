@@ -9,7 +9,10 @@ monitoring.v1``). Every record carries ``"format": 1`` and a ``kind``:
   quantiles for a numeric field, category shares for a categorical one) and
   where it came from (the schema's profile or the first events seen);
 * ``profile``: one window of valid events: per field its statistics and drift
-  scores, and the alerts the window raised.
+  scores, and the alerts the window raised;
+* ``labels``: the delayed-label join's counts since its processor started
+  (``fields.counts``: joined, duplicates, expired unlabelled, unmatched labels)
+  and what is waiting (``fields.waiting``).
 
 The record key is the event stream's name (the event schema's name), so one
 topic can serve several pipelines' streams. See ``docs/drift.md``.
@@ -28,6 +31,7 @@ __all__ = [
     "FORMAT",
     "REFERENCE",
     "PROFILE",
+    "LABELS",
     "Alert",
     "MonitoringRecord",
     "encode_record",
@@ -38,7 +42,8 @@ __all__ = [
 FORMAT = 1
 REFERENCE = "reference"
 PROFILE = "profile"
-_KINDS = (REFERENCE, PROFILE)
+LABELS = "labels"
+_KINDS = (REFERENCE, PROFILE, LABELS)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,9 @@ model chunk            ``models.v1``           ``model_chunk.avsc``
 serving directive      ``models.v1``           ``model_control.avsc``
                                                (:mod:`streamml.model_control`)
 :class:`Prediction`    ``predictions.v1``      ``prediction.avsc``
+:class:`LabelRecord`   ``labels.v1``           ``label.avsc``
+:class:`FeatureVector` ``features.by-event.v1``,  ``feature_vector.avsc``
+                       ``features.labelled.v1``   (delayed labels)
 =====================  ======================  ==========================
 
 No schema file name is written anywhere else; a unit test checks that the
@@ -34,7 +37,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
 from streamml.serde import AvroSerde, Headers, bundled_schema, header_value
-from streamml.topics import DEAD_LETTERS, FEATURES, PREDICTIONS
+from streamml.topics import DEAD_LETTERS, FEATURES, LABELS, PREDICTIONS
 
 __all__ = [
     "SCHEMAS_DIR",
@@ -45,6 +48,8 @@ __all__ = [
     "MODEL_ENVELOPE_SCHEMA",
     "MODEL_CHUNK_SCHEMA",
     "MODEL_CONTROL_SCHEMA",
+    "LABEL_SCHEMA",
+    "LabelRecord",
     "avro_label",
     "Label",
     "FeatureVector",
@@ -63,6 +68,7 @@ PREDICTION_SCHEMA = "prediction.avsc"
 MODEL_ENVELOPE_SCHEMA = "model_envelope.avsc"
 MODEL_CHUNK_SCHEMA = "model_chunk.avsc"
 MODEL_CONTROL_SCHEMA = "model_control.avsc"
+LABEL_SCHEMA = "label.avsc"
 
 #: A label or prediction as the Avro union ``[null, boolean, long, double, string]`` carries it.
 Label = bool | int | float | str | None
@@ -117,7 +123,20 @@ class Prediction:
     scored_at: int
 
 
-R = TypeVar("R", FeatureVector, Prediction)
+@dataclass(frozen=True, slots=True)
+class LabelRecord:
+    """A label that arrives after its event, keyed by the event id (delayed-label mode)."""
+
+    TOPIC: ClassVar[str] = LABELS
+    SCHEMA: ClassVar[str] = LABEL_SCHEMA
+
+    event_id: str
+    label: Label
+    #: When the outcome became known, epoch milliseconds.
+    label_time: int
+
+
+R = TypeVar("R", FeatureVector, Prediction, LabelRecord)
 
 
 class RecordCodec(Generic[R]):

@@ -25,6 +25,9 @@ __all__ = [
     "MODELS",
     "PREDICTIONS",
     "MONITORING",
+    "LABELS",
+    "FEATURES_BY_EVENT",
+    "FEATURES_LABELLED",
 ]
 
 RAW_EVENTS = "events.raw.v1"
@@ -36,6 +39,13 @@ MODELS = "models.v1"
 PREDICTIONS = "predictions.v1"
 #: Distribution profiles, drift scores and references (:mod:`streamml.monitoring`).
 MONITORING = "monitoring.v1"
+#: Delayed labels, keyed by event id (see the README's "delayed labels").
+LABELS = "labels.v1"
+#: Feature vectors still waiting for their label, keyed by event id: the join's
+#: repartition topic, co-partitioned with the labels topic.
+FEATURES_BY_EVENT = "features.by-event.v1"
+#: Feature vectors joined with their delayed label: what the learner learns from.
+FEATURES_LABELLED = "features.labelled.v1"
 
 
 @dataclass(frozen=True)
@@ -58,6 +68,9 @@ class Topics:
     predictions: str
     replayed: str
     monitoring: str
+    labels: str
+    features_by_event: str
+    features_labelled: str
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Topics:
@@ -69,6 +82,9 @@ class Topics:
             models=settings.topic(MODELS),
             predictions=settings.topic(PREDICTIONS),
             monitoring=settings.topic(MONITORING),
+            labels=settings.topic(LABELS),
+            features_by_event=settings.topic(FEATURES_BY_EVENT),
+            features_labelled=settings.topic(FEATURES_LABELLED),
         )
 
     def specs(self, settings: Settings) -> list[TopicSpec]:
@@ -96,12 +112,17 @@ class Topics:
             # One partition: reports in the order they were made. A week of them;
             # the references they point to are sent again with every restart.
             TopicSpec(self.monitoring, 1, {"retention.ms": str(7 * 24 * 3600 * 1000)}),
+            # Delayed labels: the labels and the features waiting for them are
+            # co-partitioned by event id (same count, murmur2 on both sides).
+            TopicSpec(self.labels, n),
+            TopicSpec(self.features_by_event, n),
+            TopicSpec(self.features_labelled, n),
         ]
 
     def all(self) -> list[str]:
         return [
             self.raw_events, self.dead_letters, self.features, self.models, self.predictions, self.replayed,
-            self.monitoring,
+            self.monitoring, self.labels, self.features_by_event, self.features_labelled,
         ]
 
 
@@ -138,8 +159,8 @@ class Groups:
     def reads(self, topics: Topics) -> dict[str, list[str]]:
         """Which topics each component group consumes: what its lag is measured on."""
         return {
-            self.processor: [topics.raw_events],
-            self.learner: [topics.features],
+            self.processor: [topics.raw_events, topics.features_by_event, topics.labels],
+            self.learner: [topics.features, topics.features_labelled],
             self.scorer: [topics.features],
         }
 

@@ -1,4 +1,4 @@
-"""``streamml produce``: send synthetic or file events to the raw events topic."""
+"""``streamml produce``: send synthetic or file events to the raw events topic (optionally labels later)."""
 
 from __future__ import annotations
 
@@ -51,6 +51,20 @@ __all__ = ["COMMANDS"]
     "--schema", "schema_path", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="PATH.avsc",
     help="Avro schema of the events [env STREAMML_SCHEMA_PATH; default: the bundled demo schema].",
 )
+@click.option(
+    "--label-delay", type=float, default=None, metavar="MAX_SECONDS",
+    help=(
+        "Delayed labels: send events without their label and each label to the labels topic "
+        "after a random delay of 0..MAX_SECONDS (0: right after its event) [default: labels stay in the events]."
+    ),
+)
+@click.option(
+    "--label-duplicates", type=float, default=0.0, show_default=True, metavar="FRACTION",
+    help="With --label-delay: fraction of labels sent twice, each copy with its own delay.",
+)
+@click.option(
+    "--label-seed", type=int, default=0, show_default=True, help="With --label-delay: seed of the label delays."
+)
 def produce_command(
     bootstrap_servers: str | None,
     namespace: str | None,
@@ -61,14 +75,23 @@ def produce_command(
     bad_fraction: float,
     seed: int,
     schema_path: Path | None,
+    label_delay: float | None,
+    label_duplicates: float,
+    label_seed: int,
 ) -> None:
     """Send events to Kafka, with a progress bar and a one-line summary.
 
-    Exits non-zero if any event could not be delivered, or if a file row does
-    not fit the schema (the error names the row and the field).
+    Exits non-zero if any event (or delayed label) could not be delivered, or
+    if a file row does not fit the schema (the error names the row and the
+    field). With --label-delay the labels topic must exist, and the run ends
+    once the last label is sent, at most MAX_SECONDS after the last event.
     """
-    from producers import open_source, produce  # deferred: keeps `streamml --help` fast
+    # deferred: keeps `streamml --help` fast
+    from producers import open_source, produce
+    from producers.labels import check_label_options
 
+    # Bad label options fail before any file is opened or connection made.
+    check_label_options(label_delay, label_duplicates)
     settings = settings_from(bootstrap_servers=bootstrap_servers, namespace=namespace, schema_path=schema_path)
     # Open the source first: a bad path or a missing column fails before any connection.
     source = open_source(source_spec, settings, length=limit, seed=seed, bad_fraction=bad_fraction)
@@ -101,11 +124,20 @@ def produce_command(
             rate=rate,
             topic=target,
             on_progress=lambda r: progress.update(task, completed=r.sent, delivered=r.delivered, rate=r.rate),
+            # produce() checks that the labels topic exists before sending anything.
+            label_delay=label_delay,
+            label_duplicates=label_duplicates,
+            label_seed=label_seed,
         )
     click.echo(report.summary())
     if not report.ok:
         first = f"; first: {report.failures[0]}" if report.failures else ""
-        raise KafkaClientError(f"{report.sent - report.delivered} of {report.sent} events were not delivered{first}")
+        undelivered = []
+        if report.delivered != report.sent:
+            undelivered.append(f"{report.sent - report.delivered} of {report.sent} events")
+        if report.labels_delivered != report.labels_sent:
+            undelivered.append(f"{report.labels_sent - report.labels_delivered} of {report.labels_sent} labels")
+        raise KafkaClientError(f"{' and '.join(undelivered)} were not delivered{first}")
 
 
 COMMANDS = [produce_command]

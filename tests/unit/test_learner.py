@@ -162,3 +162,53 @@ def test_resume_continues_the_count_of_error_rate_rises() -> None:
     resumed = OnlineLearner.resume(learner.model, envelope)
     assert resumed.error_rate_rises == learner.error_rate_rises >= 1
     assert resumed.metrics()["error_rate_rise_at"] == learner.metrics()["error_rate_rise_at"]
+
+
+def _delayed_dataset(n: int, seed: int = 21) -> list[tuple[dict[str, float], bool]]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        x = {"a": rng.gauss(0, 1), "b": rng.gauss(0, 1), "t": float(i)}
+        rows.append((x, x["a"] - x["b"] > 0.3))
+    return rows
+
+
+def test_delayed_labels_give_exactly_rivers_delayed_progressive_validation() -> None:
+    from river import evaluate, metrics, stream
+
+    rows = _delayed_dataset(2000)
+    delay = 40  # each label arrives 40 events after its features: the model meanwhile learns others
+
+    def features(x: dict[str, float]) -> dict[str, float]:
+        return {k: v for k, v in x.items() if k != "t"}
+
+    # River in memory: predict at the moment, learn after the delay.
+    river_model = catalog.build("logistic")
+    expected = evaluate.progressive_val_score(
+        [(features(x), y) for x, y in rows], river_model, metrics.Accuracy(), moment=None, delay=delay,
+    )
+    # Ours, given the same questions and answers in the same order.
+    learner = OnlineLearner(catalog.build("logistic"))
+    for i, x, y in stream.simulate_qa([(features(x), y) for x, y in rows], moment=None, delay=delay):
+        if y is None:
+            learner.predict_ahead(f"e{i}", x, topic=T, partition=0, offset=i)
+        else:
+            learner.process_label(f"e{i}", x, y, topic=f"{T}.labelled", partition=0, offset=i)
+    assert learner.metrics()["accuracy"] == pytest.approx(expected.get(), abs=1e-12)
+    assert learner.n_learned == 2000 and learner.n_predicted_late == 0
+    assert learner.metrics()["n_awaiting_label"] == 0
+
+
+def test_a_label_without_a_remembered_prediction_is_predicted_late_and_counted() -> None:
+    learner = OnlineLearner(catalog.build("logistic"), max_awaiting=2)
+    x = {"a": 1.0}
+    for i in range(3):
+        learner.predict_ahead(f"e{i}", x, topic=T, partition=0, offset=i)
+    assert learner.metrics()["n_awaiting_label"] == 2  # the oldest prediction was dropped
+    learner.process_label("e0", x, True, topic="l", partition=0, offset=0)  # dropped: predicted now
+    learner.process_label("e2", x, True, topic="l", partition=0, offset=1)
+    learner.process_label("e9", x, False, topic="l", partition=0, offset=2)  # never seen (before a restart)
+    m = learner.metrics()
+    assert m["n_predicted_late"] == 2 and m["n_learned"] == 3 and m["n_seen"] == 3
+    assert m["n_awaiting_label"] == 1
+    assert learner.input_offsets == {f"{T}[0]": 3, "l[0]": 3}
