@@ -76,6 +76,8 @@ def _summary(result: DemoResult, console: Console) -> None:
     reasons = ", ".join(f"{rule}={n}" for rule, n in s.quarantine_rules.most_common())
     table.add_row("quarantined (dead letters)", f"{s.quarantined:,}" + (f" ({reasons})" if reasons else ""))
     table.add_row("predictions", f"{s.predictions:,} by {len(s.versions_scored)} model versions")
+    if s.joined:
+        table.add_row("joined with delayed labels", f"{s.joined:,}")
     if s.versions:
         first, latest = s.versions[0], s.versions[-1]
         table.add_row("model versions published", f"{len(s.versions)} (v{first.version}..v{latest.version})")
@@ -132,6 +134,13 @@ def _interrupt(signum: int, frame: object) -> None:
     show_default=True,
     help="... or every T seconds with something new learned.",
 )
+@click.option(
+    "--label-delay",
+    type=click.FloatRange(0, 60),
+    default=None,
+    metavar="SECONDS",
+    help="Delayed labels: events come without labels, each label up to SECONDS later on labels.v1.",
+)
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--port", type=int, default=None, help="Port for the embedded broker [default: a free one].")
 @click.option(
@@ -145,6 +154,7 @@ def demo(
     bad_fraction: float,
     publish_every: int | None,
     publish_every_seconds: float,
+    label_delay: float | None,
     seed: int,
     port: int | None,
     timeout: float,
@@ -170,6 +180,7 @@ def demo(
         timeout=timeout,
         embedded=settings.bootstrap_servers == Settings().bootstrap_servers,
         port=port,
+        label_delay=label_delay,
     )
     # SIGTERM (a supervisor, `timeout`, CI) stops the demo like Ctrl-C does:
     # the unwinding stops every component and the broker it started.

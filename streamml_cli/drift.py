@@ -13,7 +13,7 @@ from rich.table import Table
 
 from streamml.cluster import Cluster
 from streamml.errors import RecordError
-from streamml.monitoring import PROFILE, REFERENCE, MonitoringRecord, decode_record
+from streamml.monitoring import LABELS, PROFILE, REFERENCE, MonitoringRecord, decode_record
 from streamml.reader import read_to_end
 from streamml_cli.options import connection_options, settings_from
 
@@ -29,6 +29,8 @@ class DriftView:
 
     latest: dict[str, MonitoringRecord] = field(default_factory=dict)
     references: dict[str, MonitoringRecord] = field(default_factory=dict)
+    #: Delayed-label mode: the newest label-join counts per processor.
+    label_joins: dict[str, MonitoringRecord] = field(default_factory=dict)
     #: ``(source, field, rule)`` -> the first profile of the alert's current run of windows.
     since: dict[tuple[str, str, str], MonitoringRecord] = field(default_factory=dict)
     undecodable: int = 0
@@ -40,6 +42,9 @@ class DriftView:
     def add(self, record: MonitoringRecord) -> None:
         if record.kind == REFERENCE:
             self.references[record.source] = record
+            return
+        if record.kind == LABELS:
+            self.label_joins[record.source] = record
             return
         if record.kind != PROFILE:
             return
@@ -82,7 +87,7 @@ def drift(
     view = read_drift(cluster, stream)
     if as_json:
         click.echo(json.dumps(_as_json(view), indent=2))
-    elif not view.latest:
+    elif not view.latest and not view.label_joins:
         waiting = " (a reference is frozen; the first window is still filling)" if view.references else ""
         click.echo(f"no monitoring window on {cluster.topics.monitoring} yet{waiting}")
     else:
@@ -98,7 +103,8 @@ def _as_json(view: DriftView) -> dict[str, Any]:
             for (src, field_name, rule), first in view.since.items() if src == source
         }
         sources.append({"source": source, "latest": record.as_dict(), "alerting_since": since})
-    return {"sources": sources, "alerting": view.alerting, "undecodable": view.undecodable}
+    joins = [{"source": source, **record.fields} for source, record in sorted(view.label_joins.items())]
+    return {"sources": sources, "label_joins": joins, "alerting": view.alerting, "undecodable": view.undecodable}
 
 
 def _print(view: DriftView) -> None:
@@ -120,6 +126,14 @@ def _print(view: DriftView) -> None:
             first = view.since.get((source, alert.field, alert.rule))
             started = f" since window {first.window} ({_when(first.first_event_time)})" if first else ""
             console.print(f"  [red]alert[/red] {alert.message}{started}")
+    for source, record in sorted(view.label_joins.items()):
+        c, w = record.fields.get("counts", {}), record.fields.get("waiting", {})
+        console.print(
+            f"label join of {source}: {c.get('joined', 0):,} joined ({c.get('joined_label_first', 0):,} label "
+            f"first), {c.get('duplicate_labels', 0):,} duplicate labels, {c.get('expired_unlabelled', 0):,} "
+            f"expired unlabelled, {c.get('unmatched_labels', 0):,} unmatched labels; waiting: "
+            f"{w.get('features', 0):,} features, {w.get('label', 0):,} labels"
+        )
     if view.undecodable:
         console.print(f"{view.undecodable} record(s) on the monitoring topic could not be read")
 

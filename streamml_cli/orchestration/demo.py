@@ -38,6 +38,8 @@ class DemoOptions:
     timeout: float = 600.0
     embedded: bool = True
     port: int | None = None
+    #: Delayed-label mode: each label comes on labels.v1 up to this many seconds after its event.
+    label_delay: float | None = None
 
 
 @dataclass
@@ -115,6 +117,8 @@ def _run(
 ) -> DemoResult:
     from consumers import ModelSubscriber  # the SDK an application would use; deferred: keeps --help light
 
+    if options.label_delay is not None:
+        settings = settings.with_overrides(label_mode="delayed")  # the children inherit it
     cluster = Cluster(settings)
     cluster.wait_ready(timeout=30)
     cluster.create_topics(cluster.topics.specs(settings))
@@ -136,6 +140,8 @@ def _run(
         produce += ["--bad-fraction", str(options.bad_fraction), "--seed", str(options.seed)]
         if options.rate:
             produce += ["--rate", str(options.rate)]
+        if options.label_delay is not None:
+            produce += ["--label-delay", str(options.label_delay), "--label-duplicates", "0.02"]
         supervisor.start("producer", produce, expected_exit=True)
 
         lag: list[GroupLag] = []
@@ -243,6 +249,10 @@ def _checks(
         "every component stopped cleanly": all(code == 0 for code in exit_codes.values()),
     }
     checks.update(_drift_checks(snapshot, settings, options))
+    if options.label_delay is not None:
+        latest = snapshot.latest
+        checks["every valid event was joined with its delayed label, once"] = snapshot.joined == snapshot.features
+        checks["the learner learned every joined event"] = latest is not None and latest.n_learned == snapshot.joined
     if options.bad_fraction > 0:
         checks["bad events were quarantined with reasons"] = (
             snapshot.quarantined > 0

@@ -61,6 +61,8 @@ class PipelineSnapshot:
     features: int = 0
     quarantined: int = 0
     predictions: int = 0
+    #: Delayed-label mode: feature vectors joined with their label.
+    joined: int = 0
     quarantine_rules: Counter[str] = field(default_factory=Counter)
     versions: list[ModelVersionSeen] = field(default_factory=list)
     versions_scored: Counter[int] = field(default_factory=Counter)
@@ -97,7 +99,7 @@ class PipelineMonitor:
         topics = self._topics
         counts = cluster.partition_counts([
             topics.models, topics.predictions, topics.dead_letters, topics.raw_events, topics.features,
-            topics.monitoring,
+            topics.monitoring, topics.features_labelled,
         ])
         watched = [topics.models, topics.predictions, topics.dead_letters, topics.monitoring]
         self._consumer.assign(
@@ -105,7 +107,8 @@ class PipelineMonitor:
         )
         self._counted = {
             t: list(range(counts.get(t, 0)))
-            for t in (topics.raw_events, topics.features, topics.dead_letters, topics.predictions)
+            for t in (topics.raw_events, topics.features, topics.dead_letters, topics.predictions,
+                      topics.features_labelled)
         }
         self._recent: deque[bool] = deque(maxlen=_ROLLING)
         self._last_version: dict[int, int] = {}
@@ -134,6 +137,7 @@ class PipelineMonitor:
         snap.features = total[self._topics.features]
         snap.quarantined = total[self._topics.dead_letters]
         snap.predictions = total[self._topics.predictions]
+        snap.joined = total[self._topics.features_labelled]
         return snap
 
     def _take(self, message: Message) -> None:

@@ -31,6 +31,7 @@ from streamml.records import FeatureVector, LabelRecord, RecordCodec
 from streamml.serde import AvroSchema, AvroSerde
 from streamml.topics import Groups, Topics
 from tests.conftest import eventually
+from tests.integration.test_drift_live import _cli
 from tests.integration.test_processor import STREAMML, _event, _stop
 
 pytestmark = pytest.mark.integration
@@ -121,7 +122,10 @@ def test_labels_join_once_in_any_order_and_the_rest_is_counted(settings: Setting
     assert c["duplicate_labels"] == 10
     assert c["expired_unlabelled"] == 10 and c["unmatched_labels"] == 4
     assert counts["waiting"] == {"features": 0, "label": 0}
-    print(json.dumps(counts))
+    shown = _cli(settings, "drift", "--json")
+    assert shown.returncode == 0, shown.stderr
+    [join_report] = json.loads(shown.stdout)["label_joins"]
+    assert join_report["counts"] == c
 
 
 def test_a_killed_worker_joins_from_the_table_it_recovers(settings: Settings, topics: Topics) -> None:
