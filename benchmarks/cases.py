@@ -39,7 +39,8 @@ from benchmarks.harness import Pair
 from consumers.swap import ModelSlot
 from model_publisher import catalog
 from model_publisher.learner import OnlineLearner
-from stream_processors.pipeline import BatchProcessor, SourceRecord
+from stream_processors.batches import SourceRecord
+from stream_processors.pipeline import BatchProcessor
 from streamml.envelope import seal
 from streamml.serde import AvroSerde
 from streamml.signing import Keyring, SigningKey

@@ -17,7 +17,8 @@ from typing import Any
 from model_publisher import catalog
 from producers.events import RawPayload
 from producers.synthetic import SyntheticSource
-from stream_processors.pipeline import BatchProcessor, SourceRecord
+from stream_processors.batches import SourceRecord
+from stream_processors.pipeline import BatchProcessor
 from streamml.config import DEMO_SCHEMA_PATH, Settings, load_settings
 from streamml.serde import AvroSchema, AvroSerde
 

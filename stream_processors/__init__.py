@@ -1,14 +1,18 @@
 """The stream processor: validate raw events, quarantine bad ones, featurize good ones.
 
 The record logic is pure and importable without faust (:mod:`.validation`,
-:mod:`.features`, :mod:`.windows`, :mod:`.dead_letters`, :mod:`.pipeline`);
-the faust app lives in :mod:`stream_processors.app`, imported on its own so
-that using the pure parts does not load faust.
+:mod:`.features`, :mod:`.windows`, :mod:`.dead_letters`, :mod:`.pipeline`, the
+distribution monitor in :mod:`.profiles` and :mod:`.drift`, the delayed-label
+join in :mod:`.labels`); the faust wiring lives in :mod:`stream_processors.app`
+(with :mod:`.delivery`, :mod:`.label_join`, :mod:`.recovery`) and the worker in
+:mod:`stream_processors.worker`, imported on their own so that using the pure
+parts does not load faust.
 """
 
+from stream_processors.batches import BatchResult, OutputRecord, SourceRecord, WindowUpdate
 from stream_processors.dead_letters import Rejection, dead_letter_headers, read_rejection
 from stream_processors.features import FeatureSpec, featurize
-from stream_processors.pipeline import BatchProcessor, BatchResult, OutputRecord, SourceRecord, WindowUpdate
+from stream_processors.pipeline import BatchProcessor
 from stream_processors.validation import Violation, validate
 from stream_processors.windows import WindowSpec, WindowState, window_features
 

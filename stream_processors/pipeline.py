@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from stream_processors.batches import BatchResult, OutputRecord, SourceRecord, WindowUpdate
 from stream_processors.dead_letters import Rejection, dead_letter
 from stream_processors.drift import DistributionMonitor
 from stream_processors.features import EVENT_ID_FIELD, FeatureSpec, featurize
@@ -27,60 +28,16 @@ from stream_processors.validation import validate
 from stream_processors.windows import WindowSpec, WindowState, window_features
 from streamml.config import Settings
 from streamml.errors import DecodeError
-from streamml.kafka import format_record
 from streamml.monitoring import encode_record
 from streamml.records import FeatureVector, RecordCodec
 from streamml.serde import AvroSchema, AvroSerde
 
-__all__ = ["SourceRecord", "OutputRecord", "WindowUpdate", "BatchResult", "BatchProcessor", "FEATURIZE_ERROR"]
+__all__ = ["BatchProcessor", "FEATURIZE_ERROR"]
 
 #: Rule of a record quarantined because featurizing or encoding it failed.
 FEATURIZE_ERROR = "featurize_error"
 
 logger = logging.getLogger(__name__)
-
-Headers = tuple[tuple[str, bytes | None], ...]
-
-
-@dataclass(frozen=True, slots=True)
-class SourceRecord:
-    """A raw record as consumed: bytes and where it came from."""
-
-    value: bytes | None
-    key: bytes | None
-    headers: Headers
-    topic: str
-    partition: int
-    offset: int
-    #: The record's Kafka timestamp, epoch milliseconds, when it has one.
-    timestamp_ms: int | None = None
-
-    @property
-    def position(self) -> str:
-        """``topic[partition]@offset``, as every log line names a record."""
-        return format_record(self.topic, self.partition, self.offset)
-
-
-@dataclass(frozen=True, slots=True)
-class OutputRecord:
-    """A record to produce; ``partition`` ``None`` lets the producer choose by key."""
-
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes | None]]
-    partition: int | None
-    #: The input it answers, for logs and for at-least-once bookkeeping.
-    source: SourceRecord
-
-
-@dataclass(frozen=True, slots=True)
-class WindowUpdate:
-    """New window state of one key: ``state`` to store, ``dumped`` to changelog to ``partition``."""
-
-    partition: int
-    state: WindowState
-    dumped: dict[str, Any]
-
 
 @dataclass(frozen=True, slots=True)
 class _Parsed:
@@ -110,24 +67,6 @@ class _BatchContext:
     replays: dict[bytes, WindowState] = field(default_factory=dict)
     #: Keys whose state changed -> their source partition.
     touched: dict[bytes, int] = field(default_factory=dict)
-
-
-@dataclass
-class BatchResult:
-    """What one batch produced: one output per input, plus the window state to save."""
-
-    features: list[OutputRecord] = field(default_factory=list)
-    dead_letters: list[OutputRecord] = field(default_factory=list)
-    #: Keyed like the window table (the record key bytes).
-    window_updates: dict[bytes, WindowUpdate] = field(default_factory=dict)
-    #: Records for the monitoring topic (references and closed windows), if any.
-    monitoring: list[OutputRecord] = field(default_factory=list)
-    #: Delayed-label mode: the feature vectors without a label, keyed by event id.
-    awaiting_label: list[OutputRecord] = field(default_factory=list)
-
-    # allows ``features, dead_letters = processor.process_batch(...)``
-    def __iter__(self) -> Iterator[list[OutputRecord]]:
-        return iter((self.features, self.dead_letters))
 
 
 class BatchProcessor:

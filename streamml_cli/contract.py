@@ -92,7 +92,8 @@ def infer_command(
     for low-cardinality strings, the allowed values. Null rates and other
     statistics go to the schema's "streamml_profile" attribute.
     """
-    from stream_processors.contract_inference import frame_from_source, infer_schema
+    from stream_processors.contract_inference import infer_schema
+    from stream_processors.samples import frame_from_source
 
     if (source_path is None) == (topic is None):
         raise click.UsageError("give exactly one of --from PATH and --topic TOPIC")
@@ -158,7 +159,7 @@ def summary_line(schema: dict[str, Any]) -> str:
 def _frame_from_topic(
     settings: Settings, topic: str, writer: AvroSchema, limit: int
 ) -> tuple[pandas.DataFrame, Counter[str]]:
-    from stream_processors.contract_inference import frame_from_records
+    from stream_processors.samples import frame_from_records
     from streamml.cluster import Cluster
     from streamml.kafka import record_headers
     from streamml.reader import read_to_end

@@ -36,7 +36,7 @@ def process(
     Runs until interrupted (Ctrl-C or SIGTERM), then stops cleanly.
     """
     # Deferred: faust is heavy, and 'streamml --help' must stay fast.
-    from stream_processors.app import run_worker
+    from stream_processors.worker import run_worker
     from streamml.serde import AvroSchema
 
     settings = settings_from(bootstrap_servers=bootstrap_servers, namespace=namespace, schema_path=schema_path)

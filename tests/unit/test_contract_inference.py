@@ -12,12 +12,8 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from stream_processors.contract_inference import (
-    PROFILE_ATTRIBUTE,
-    frame_from_records,
-    frame_from_source,
-    infer_schema,
-)
+from stream_processors.contract_inference import PROFILE_ATTRIBUTE, infer_schema
+from stream_processors.samples import frame_from_records, frame_from_source
 from stream_processors.validation import validate
 from streamml.errors import ConfigError, SourceError
 from streamml.records import DEMO_EVENTS_SCHEMA_PATH

@@ -9,8 +9,9 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from stream_processors.batches import SourceRecord
 from stream_processors.dead_letters import read_rejection
-from stream_processors.pipeline import FEATURIZE_ERROR, BatchProcessor, SourceRecord
+from stream_processors.pipeline import FEATURIZE_ERROR, BatchProcessor
 from stream_processors.windows import WindowSpec, window_features
 from streamml.config import Settings
 from streamml.records import FEATURE_VECTOR_SCHEMA

@@ -8,8 +8,9 @@ import io
 import fastavro
 import pytest
 
+from stream_processors.batches import SourceRecord
 from stream_processors.dead_letters import read_rejection
-from stream_processors.pipeline import BatchProcessor, SourceRecord
+from stream_processors.pipeline import BatchProcessor
 from streamml.config import Settings
 from streamml.errors import DecodeError
 from streamml.records import FEATURE_VECTOR_SCHEMA, DeadLetterReason
