@@ -173,7 +173,7 @@ def pipeline_lag(cluster: Cluster, only: str | None = None, timeout: float = 10.
     namespace (``<namespace>streamml.*``) is included; short-lived readers are not.
     """
     groups = cluster.groups
-    reads = groups.reads(cluster.topics)
+    reads = groups.reads(cluster.topics, delayed_labels=cluster.settings.label_mode == "delayed")
     if only:
         names = [only]
     else:

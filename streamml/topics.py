@@ -156,11 +156,21 @@ class Groups:
         """The components' groups (those that commit offsets)."""
         return [self.processor, self.learner, self.scorer]
 
-    def reads(self, topics: Topics) -> dict[str, list[str]]:
-        """Which topics each component group consumes: what its lag is measured on."""
+    def reads(self, topics: Topics, *, delayed_labels: bool = False) -> dict[str, list[str]]:
+        """Which topics each component group consumes: what its lag is measured on.
+
+        ``delayed_labels``: the processor also reads the labels and the
+        vectors waiting for them, the learner the joined vectors.
+        """
+        if delayed_labels:
+            return {
+                self.processor: [topics.raw_events, topics.features_by_event, topics.labels],
+                self.learner: [topics.features, topics.features_labelled],
+                self.scorer: [topics.features],
+            }
         return {
-            self.processor: [topics.raw_events, topics.features_by_event, topics.labels],
-            self.learner: [topics.features, topics.features_labelled],
+            self.processor: [topics.raw_events],
+            self.learner: [topics.features],
             self.scorer: [topics.features],
         }
 
