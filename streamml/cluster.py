@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterable
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
@@ -27,7 +28,11 @@ from streamml.errors import BrokerError, KafkaClientError
 from streamml.kafka import connection_config, describe_error, make_admin, make_consumer, make_producer
 from streamml.topics import Groups, Topics, TopicSpec
 
-__all__ = ["Cluster"]
+__all__ = ["Cluster", "ADMIN_GRACE"]
+
+#: Seconds an admin future may take past its request timeout before the caller
+#: gives up (librdkafka normally fails it at the request timeout).
+ADMIN_GRACE = 5.0
 
 logger = logging.getLogger(__name__)
 
@@ -113,9 +118,12 @@ class Cluster:
     def list_groups(self, timeout: float = 10.0) -> list[str]:
         """Return the ids of all consumer groups the cluster knows."""
         try:
-            result = self.admin.list_consumer_groups(request_timeout=timeout).result()
+            # Bounded here too: an admin future that librdkafka never completes must not hang a caller.
+            result = self.admin.list_consumer_groups(request_timeout=timeout).result(timeout=timeout + ADMIN_GRACE)
         except KafkaException as exc:
             raise KafkaClientError(f"cannot list consumer groups: {describe_error(exc)}") from exc
+        except FutureTimeout as exc:
+            raise KafkaClientError(f"cannot list consumer groups: no answer within {timeout + ADMIN_GRACE:g}s") from exc
         return sorted(g.group_id for g in result.valid)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
@@ -170,7 +178,7 @@ class Cluster:
         if new:
             for name, future in self.admin.create_topics(new, request_timeout=timeout).items():
                 try:
-                    future.result()
+                    future.result(timeout=timeout + ADMIN_GRACE)
                     outcome[name] = "created"
                 except KafkaException as exc:
                     error = exc.args[0]
@@ -178,6 +186,10 @@ class Cluster:
                         outcome[name] = "exists"  # created concurrently by another process
                     else:
                         raise KafkaClientError(f"cannot create topic {name}: {describe_error(exc)}") from exc
+                except FutureTimeout as exc:
+                    raise KafkaClientError(
+                        f"cannot create topic {name}: no answer within {timeout + ADMIN_GRACE:g}s"
+                    ) from exc
         # Creation is asynchronous on the broker; wait until every topic is
         # visible so the first produce does not race the metadata.
         deadline = time.monotonic() + timeout

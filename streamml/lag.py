@@ -13,11 +13,12 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Iterable
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict, dataclass
 
 from confluent_kafka import OFFSET_BEGINNING, ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 
-from streamml.cluster import Cluster
+from streamml.cluster import ADMIN_GRACE, Cluster
 from streamml.errors import KafkaClientError
 from streamml.kafka import describe_error
 
@@ -106,9 +107,13 @@ def _committed(cluster: Cluster, group: str, timeout: float) -> dict[tuple[str, 
         futures = cluster.admin.list_consumer_group_offsets(
             [ConsumerGroupTopicPartitions(group)], request_timeout=timeout
         )
-        result = futures[group].result()
+        result = futures[group].result(timeout=timeout + ADMIN_GRACE)
     except KafkaException as exc:
         raise KafkaClientError(f"cannot read committed offsets of group {group}: {describe_error(exc)}") from exc
+    except FutureTimeout as exc:
+        raise KafkaClientError(
+            f"cannot read committed offsets of group {group}: no answer within {timeout + ADMIN_GRACE:g}s"
+        ) from exc
     committed: dict[tuple[str, int], int | None] = {}
     for tp in result.topic_partitions or []:
         committed[(tp.topic, tp.partition)] = tp.offset if tp.offset >= 0 else None

@@ -10,6 +10,7 @@ order, and returns a result the caller renders.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,12 +20,14 @@ from typing import Any
 from streamml.broker import EmbeddedBroker, free_port
 from streamml.cluster import Cluster
 from streamml.config import Settings
-from streamml.errors import StreamMLError
+from streamml.errors import KafkaClientError, StreamMLError
 from streamml.lag import GroupLag, pipeline_lag
 from streamml_cli.orchestration.monitor import PipelineMonitor, PipelineSnapshot
 from streamml_cli.orchestration.supervisor import Supervisor
 
 __all__ = ["DemoOptions", "DemoResult", "DemoProgress", "run_demo"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -151,7 +154,7 @@ def _run(
             snapshot = monitor.poll()
             now = time.monotonic()
             if now - last_lag > 2.0:
-                lag = pipeline_lag(cluster)
+                lag = _probe_lag(cluster) or lag  # the live view keeps the last figures
                 last_lag = now
             producer_done = supervisor.components["producer"].exit_code == 0
             drained = (
@@ -161,12 +164,13 @@ def _run(
                 and snapshot.predictions == snapshot.features
             )
             if drained:
-                lag = pipeline_lag(cluster)
+                probe = _probe_lag(cluster)
+                lag = probe if probe is not None else lag
                 last_lag = now
                 # The learner commits its input offsets only with the model
                 # version that learned them; its last ones land with the final
                 # version it publishes on shutdown, below.
-                if all(g.total == 0 for g in lag if g.group != learner_group):
+                if probe is not None and all(g.total == 0 for g in probe if g.group != learner_group):
                     break
             progress("streaming" if not producer_done else "draining", snapshot, lag)
             if now > deadline:
@@ -204,6 +208,15 @@ def _run(
         exit_codes=exit_codes,
         checks=checks,
     )
+
+
+def _probe_lag(cluster: Cluster) -> list[GroupLag] | None:
+    """The pipeline's lag now, or ``None`` when the probe failed (it is bounded, see ``Cluster.list_groups``)."""
+    try:
+        return pipeline_lag(cluster)
+    except KafkaClientError as exc:
+        logger.warning("lag probe failed, trying again: %s", exc)
+        return None
 
 
 def _final_snapshot(cluster: Cluster, timeout: float = 60.0) -> PipelineSnapshot:
