@@ -10,12 +10,12 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from streamml.cluster import Cluster
 from streamml.errors import ConfigError
 from streamml_cli.options import connection_options, settings_from
+from streamml_cli.options import console as options_console
 
 if TYPE_CHECKING:
     from stream_processors.quarantine import DeadLetter
@@ -88,7 +88,7 @@ def deadletters_group(
     if as_json:
         click.echo(json.dumps(summary.as_dict(), indent=2))
         return
-    console = Console()
+    console = options_console()
     table = Table(title=f"{summary.total} dead letters on {cluster.topics.dead_letters}")
     for column in ("stage", "rule", "count", "example"):
         table.add_column(column, justify="right" if column == "count" else "left", overflow="fold")

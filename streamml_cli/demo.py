@@ -12,6 +12,7 @@ from rich.table import Table
 
 from streamml.config import Settings
 from streamml_cli.options import connection_options, settings_from
+from streamml_cli.options import console as options_console
 from streamml_cli.orchestration.demo import DemoOptions, DemoProgress, DemoResult, run_demo
 from streamml_cli.orchestration.monitor import AlertSeen, ModelVersionSeen, PipelineSnapshot
 
@@ -185,7 +186,7 @@ def demo(
     # SIGTERM (a supervisor, `timeout`, CI) stops the demo like Ctrl-C does:
     # the unwinding stops every component and the broker it started.
     signal.signal(signal.SIGTERM, _interrupt)
-    console = Console()
+    console = options_console()
     if console.is_terminal:
         with Live(console=console, refresh_per_second=4, transient=True) as live:
             result = run_demo(settings, options, lambda p: live.update(Group(_progress_table(p))))

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from streamml.cluster import Cluster
@@ -16,6 +15,7 @@ from streamml.errors import RecordError
 from streamml.monitoring import LABELS, PROFILE, REFERENCE, MonitoringRecord, decode_record
 from streamml.reader import read_to_end
 from streamml_cli.options import connection_options, settings_from
+from streamml_cli.options import console as options_console
 
 __all__ = ["COMMANDS", "DriftView", "read_drift", "EXIT_DRIFT"]
 
@@ -108,7 +108,7 @@ def _as_json(view: DriftView) -> dict[str, Any]:
 
 
 def _print(view: DriftView) -> None:
-    console = Console()
+    console = options_console()
     for source, record in sorted(view.latest.items()):
         title = (
             f"{record.stream} · window {record.window} of {source}: {record.events} events, "

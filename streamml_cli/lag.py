@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from streamml.cluster import Cluster
 from streamml.lag import pipeline_lag
 from streamml_cli.options import connection_options, settings_from
+from streamml_cli.options import console as options_console
 
 __all__ = ["COMMANDS"]
 
@@ -39,7 +39,7 @@ def lag(bootstrap_servers: str | None, namespace: str | None, group: str | None,
                 "-" if row.committed is None else str(row.committed), str(row.log_end), str(row.lag),
             )
         table.add_row(group_lag.group, "[b]total[/b]", "", "", "", f"[b]{group_lag.total}[/b]", end_section=True)
-    Console().print(table)
+    options_console().print(table)
 
 
 COMMANDS = [lag]

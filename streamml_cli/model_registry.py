@@ -7,13 +7,13 @@ from datetime import datetime, timezone
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from streamml.cluster import Cluster
 from streamml.errors import ConfigError
 from streamml.registry import ModelHistory, VersionRecord, read_history
 from streamml_cli.options import connection_options, settings_from
+from streamml_cli.options import console as options_console
 
 __all__ = ["COMMANDS"]
 
@@ -84,7 +84,7 @@ def list_(bootstrap_servers: str | None, namespace: str | None, model_name: str 
             )
         )
         return
-    console = Console()
+    console = options_console()
     for name in names or ["?"]:
         served = history.served(name) if names else None
         mode = history.states[name].mode_for(served) if names else "latest"

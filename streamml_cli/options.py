@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import click
+from rich.console import Console
 
 from streamml.config import Settings, load_settings
 
@@ -68,3 +69,20 @@ def stop_on_signals() -> Iterator[threading.Event]:
     finally:
         for signum, old in previous.items():
             signal.signal(signum, old)
+
+
+#: Width of tables written to a pipe or a file: rich would use 80 and cut columns.
+PIPE_WIDTH = 200
+
+
+def console(*, stderr: bool = False) -> Console:
+    """A rich console for a command's output; not cut at 80 columns when the output is not a terminal.
+
+    ``COLUMNS`` still wins when set (rich reads it).
+    """
+    import os
+    import sys
+
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() or os.environ.get("COLUMNS") else PIPE_WIDTH
+    return Console(stderr=stderr, width=width)

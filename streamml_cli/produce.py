@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import cast
 
 import click
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -20,6 +19,7 @@ from rich.progress import (
 from streamml.cluster import Cluster
 from streamml.errors import KafkaClientError
 from streamml_cli.options import connection_options, settings_from
+from streamml_cli.options import console as options_console
 
 __all__ = ["COMMANDS"]
 
@@ -102,7 +102,7 @@ def produce_command(
         raise KafkaClientError(f"topic {target} does not exist; create it with 'streamml topics create'")
 
     total = limit if limit is not None else (len(cast(Sized, source)) if hasattr(source, "__len__") else None)
-    console = Console(stderr=True)
+    console = options_console(stderr=True)
     # Without a terminal (CI, pipes) rich would print the final bar on stderr;
     # the summary line on stdout says the same, and stderr stays for errors.
     progress = Progress(
