@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 
 import click
 from rich.table import Table
 
 from streamml.cluster import Cluster
+from streamml.errors import ConfigError
 from streamml.lag import pipeline_lag
 from streamml_cli.options import connection_options, settings_from
 from streamml_cli.options import console as options_console
@@ -24,6 +26,8 @@ def lag(bootstrap_servers: str | None, namespace: str | None, group: str | None,
     settings = settings_from(bootstrap_servers=bootstrap_servers, namespace=namespace)
     cluster = Cluster(settings)
     cluster.wait_ready(timeout=10)
+    if group is not None:
+        _check_group(cluster, group)
     report = pipeline_lag(cluster, group)
     if as_json:
         payload = {"groups": [g.as_dict() for g in report], "total_lag": sum(g.total for g in report)}
@@ -40,6 +44,19 @@ def lag(bootstrap_servers: str | None, namespace: str | None, group: str | None,
             )
         table.add_row(group_lag.group, "[b]total[/b]", "", "", "", f"[b]{group_lag.total}[/b]", end_section=True)
     options_console().print(table)
+
+
+def _check_group(cluster: Cluster, group: str) -> None:
+    """A group the cluster does not know (and none of the pipeline's) is a typo: say so, never report lag 0."""
+    known = cluster.list_groups()
+    if group in known or group in cluster.groups.all():
+        return
+    ours = [g for g in known if g.startswith(cluster.groups.prefix) and not cluster.groups.is_ephemeral(g)]
+    candidates = sorted(set(ours) | set(cluster.groups.all()))
+    close = difflib.get_close_matches(group, candidates, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    raise ConfigError(f"no consumer group {group!r} on {cluster.settings.bootstrap_servers}{hint}; "
+                      f"this pipeline's groups: {', '.join(candidates)}")
 
 
 COMMANDS = [lag]

@@ -98,3 +98,23 @@ def test_cli_without_a_broker_says_so_in_one_line(unused_port: int) -> None:
         "start one with 'streamml broker start' or set STREAMML_BOOTSTRAP_SERVERS"
     ]
 
+
+
+def test_lag_of_a_group_that_does_not_exist_is_an_error_not_zero(settings: Settings, topics: Topics) -> None:
+    group = Cluster(settings).groups.processor
+    typo = group.replace("processor", "procesor")
+
+    def lag(name: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "streamml_cli", "lag", "-b", settings.bootstrap_servers,
+             "--namespace", settings.namespace, "-g", name, "--json"],
+            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+        )
+
+    wrong = lag(typo)
+    assert wrong.returncode == 2 and wrong.stdout == ""
+    [line] = wrong.stderr.strip().splitlines()
+    assert f"no consumer group {typo!r}" in line and f"did you mean {group}?" in line
+    # A component's own group is known before it ever commits: its backlog is its lag.
+    right = lag(group)
+    assert right.returncode == 0, right.stderr
