@@ -33,7 +33,11 @@ def start(port: int | None, timeout: float) -> None:
     broker = _broker(port)
     broker.start(timeout=timeout)
     status = broker.status()
-    click.echo(f"broker running at {broker.bootstrap_servers} (pid {status.pid}); stop it with 'streamml broker stop'")
+    default = broker.port == 9092
+    stop_cmd = "streamml broker stop" + ("" if default else f" --port {broker.port}")
+    servers = broker.bootstrap_servers
+    use = "" if default else f"; point the other commands at it: export STREAMML_BOOTSTRAP_SERVERS={servers}"
+    click.echo(f"broker running at {broker.bootstrap_servers} (pid {status.pid}); stop it with '{stop_cmd}'{use}")
 
 
 @broker_group.command("stop")
