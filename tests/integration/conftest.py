@@ -1,13 +1,12 @@
-"""Integration fixtures: a real Kafka-protocol broker for the whole session.
+"""Integration fixtures: settings, topics and a publisher on the session broker.
 
-The embedded Tansu broker is started on a free port, unless
-``STREAMML_TEST_BOOTSTRAP_SERVERS`` names a cluster to use instead. Each test
-gets its own namespace, so its topics and consumer groups are unique.
+The broker itself (``bootstrap_servers``) and the session's signing keys are
+fixtures of ``tests/conftest.py``, shared with the CLI tier. Each test gets its
+own namespace, so its topics and consumer groups are unique.
 """
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,43 +14,12 @@ from typing import Any
 
 import pytest
 
-from streamml.broker import EmbeddedBroker, free_port
 from streamml.cluster import Cluster
 from streamml.config import Settings, load_settings
 from streamml.topics import Topics
 
 pytestmark = pytest.mark.integration
 
-
-
-@pytest.fixture
-def unused_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on (bound once, then released)."""
-    return free_port()
-
-
-@pytest.fixture(scope="session")
-def bootstrap_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    external = os.environ.get("STREAMML_TEST_BOOTSTRAP_SERVERS")
-    if external:
-        yield external
-        return
-    broker = EmbeddedBroker(port=free_port(), home=tmp_path_factory.mktemp("broker"))
-    broker.start(timeout=30)
-    try:
-        yield broker.bootstrap_servers
-    finally:
-        broker.stop()
-
-
-@pytest.fixture(scope="session")
-def model_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """The session's model signing key pair: ``(private key file, public key file)``."""
-    from streamml.signing import generate_key_pair
-
-    directory = tmp_path_factory.mktemp("keys")
-    generate_key_pair(directory, "test-models")
-    return directory / "test-models.key", directory / "test-models.pub"
 
 
 @pytest.fixture(autouse=True)
