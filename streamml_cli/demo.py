@@ -72,7 +72,9 @@ def _summary(result: DemoResult, console: Console) -> None:
     table.add_column(style="bold")
     table.add_column()
     table.add_row("broker", result.bootstrap_servers)
-    table.add_row("events produced", f"{s.produced:,} in {result.elapsed:.1f}s")
+    producing = f" in {result.producing_seconds:.1f}s" if result.producing_seconds is not None else ""
+    table.add_row("events produced", f"{s.produced:,}{producing}")
+    table.add_row("whole run", f"{result.elapsed:.1f}s (broker start to every component stopped)")
     table.add_row("valid, featurized", f"{s.features:,}")
     reasons = ", ".join(f"{rule}={n}" for rule, n in s.quarantine_rules.most_common())
     table.add_row("quarantined (dead letters)", f"{s.quarantined:,}" + (f" ({reasons})" if reasons else ""))
@@ -88,7 +90,9 @@ def _summary(result: DemoResult, console: Console) -> None:
     table.add_row("scorer accuracy", f"{_pct(s.scorer_accuracy)} overall, {_pct(s.scorer_rolling)} last 1k")
     table.add_row("distribution monitor", _drift(s))
     table.add_row("learner error rate", _rises(s.latest))
-    table.add_row("SDK subscriber", f"v{result.sdk_version}, {result.sdk_swaps} swaps, {result.sdk_refused} refused")
+    table.add_row(
+        "SDK subscriber", f"{_version(result.sdk_version)}, {result.sdk_swaps} swaps, {result.sdk_refused} refused"
+    )
     for group in result.lag:
         table.add_row(f"lag {group.group}", str(group.total))
     table.add_row("component exits", ", ".join(f"{k}={v}" for k, v in result.exit_codes.items()))
@@ -106,6 +110,11 @@ def _summary(result: DemoResult, console: Console) -> None:
     console.print(versions)
     for check, passed in result.checks.items():
         console.print(f"  {'[green]✓[/green]' if passed else '[red]✗[/red]'} {check}")
+
+
+def _version(version: int | None) -> str:
+    """``v3``, or ``no model yet`` before the first swap (never ``vNone``)."""
+    return f"v{version}" if version is not None else "no model yet"
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -200,7 +209,7 @@ def demo(
                 click.echo(
                     f"[{p.elapsed:5.0f}s] {p.stage}: produced={s.produced} valid={s.features} "
                     f"quarantined={s.quarantined} predictions={s.predictions} versions={len(s.versions)} "
-                    f"sdk=v{p.sdk_version} lag={sum(g.total for g in p.lag)}"
+                    f"sdk={_version(p.sdk_version)} lag={sum(g.total for g in p.lag)}"
                 )
 
         result = run_demo(settings, options, plain)

@@ -68,6 +68,8 @@ class DemoResult:
     sdk_refused: int
     elapsed: float
     bootstrap_servers: str
+    #: Seconds from the producer's start to its exit (seen within one refresh of the loop).
+    producing_seconds: float | None
     run_dir: Path
     exit_codes: dict[str, int]
     checks: dict[str, bool]
@@ -149,6 +151,7 @@ def _run(
 
         lag: list[GroupLag] = []
         last_lag = 0.0
+        producing_seconds: float | None = None
         while True:
             supervisor.check()
             snapshot = monitor.poll()
@@ -156,7 +159,10 @@ def _run(
             if now - last_lag > 2.0:
                 lag = _probe_lag(cluster) or lag  # the live view keeps the last figures
                 last_lag = now
-            producer_done = supervisor.components["producer"].exit_code == 0
+            producer = supervisor.components["producer"]
+            producer_done = producer.exit_code == 0
+            if producer_done and producing_seconds is None:
+                producing_seconds = now - producer.started_at
             drained = (
                 producer_done
                 and snapshot.produced > 0
@@ -204,6 +210,7 @@ def _run(
         sdk_refused=subscriber.refused_total,
         elapsed=time.monotonic() - started,
         bootstrap_servers=settings.bootstrap_servers,
+        producing_seconds=producing_seconds,
         run_dir=run_dir,
         exit_codes=exit_codes,
         checks=checks,

@@ -12,7 +12,8 @@ import os
 import signal
 import subprocess
 import sys
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from streamml.config import Settings
@@ -30,6 +31,8 @@ class Component:
     log_path: Path
     process: subprocess.Popen[bytes]
     expected_exit: bool = False
+    #: ``time.monotonic()`` when it was started.
+    started_at: float = field(default_factory=time.monotonic)
 
     @property
     def exit_code(self) -> int | None:
