@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from streamml.errors import BrokerError
+from streamml.errors import BrokerError, PortInUseError
 
 __all__ = ["EmbeddedBroker", "BrokerStatus", "resolve_binary", "free_port"]
 
@@ -69,6 +69,21 @@ class EmbeddedBroker:
         self.home = Path(home)
         self._process: subprocess.Popen[bytes] | None = None
 
+    @classmethod
+    def recorded(cls, home: Path) -> list[EmbeddedBroker]:
+        """Brokers whose state files are under ``home`` (started by ``start``, on any port), by port.
+
+        A state file of a broker that has since died is still listed; ask
+        :meth:`status` which ones run.
+        """
+        found: list[EmbeddedBroker] = []
+        for path in Path(home).glob("broker-*.json"):
+            port = path.stem.removeprefix("broker-")
+            if port.isdigit():
+                state = cls(port=int(port), home=home)._read_state() or {}
+                found.append(cls(port=int(port), home=home, host=str(state.get("host", "127.0.0.1"))))
+        return sorted(found, key=lambda broker: broker.port)
+
     @property
     def bootstrap_servers(self) -> str:
         return f"{self.host}:{self.port}"
@@ -92,7 +107,7 @@ class EmbeddedBroker:
         if current.running:
             raise BrokerError(f"an embedded broker already runs on port {self.port} (pid {current.pid})")
         if _port_in_use(self.host, self.port):
-            raise BrokerError(
+            raise PortInUseError(
                 f"port {self.port} on {self.host} is already in use; "
                 "choose another with --port or STREAMML_BROKER_PORT"
             )

@@ -27,6 +27,7 @@ from __future__ import annotations
 __all__ = [
     "StreamMLError",
     "ConfigError",
+    "PortInUseError",
     "BrokerError",
     "KafkaClientError",
     "SchemaError",
@@ -52,6 +53,10 @@ class ConfigError(StreamMLError):
     """A setting is missing, malformed or out of range."""
 
     exit_code = 2
+
+
+class PortInUseError(ConfigError):
+    """A port a command was asked to listen on is taken: choose another (a usage error, exit 2)."""
 
 
 class BrokerError(StreamMLError):

@@ -1,10 +1,17 @@
-"""``streamml broker start|stop|status``: the embedded Tansu broker."""
+"""``streamml broker start|stop|status``: the embedded Tansu broker.
+
+``start`` records each broker it starts in a state file under
+``STREAMML_HOME`` (one per port), so ``stop`` and ``status`` without
+``--port`` find every broker it started, whatever the port.
+"""
 
 from __future__ import annotations
 
+import json
+
 import click
 
-from streamml.broker import EmbeddedBroker
+from streamml.broker import BrokerStatus, EmbeddedBroker
 from streamml_cli.options import settings_from
 
 __all__ = ["COMMANDS"]
@@ -15,22 +22,30 @@ def broker_group() -> None:
     """Run the embedded Kafka-protocol broker (Tansu, in memory) on 127.0.0.1."""
 
 
-def _broker(port: int | None) -> EmbeddedBroker:
-    settings = settings_from(broker_port=port)
-    return EmbeddedBroker(port=settings.broker_port, home=settings.home)
-
-
 _port = click.option(
-    "--port", type=int, default=None, help="Port to listen on [env STREAMML_BROKER_PORT, default 9092]."
+    "--port", type=click.IntRange(1, 65535), default=None,
+    help="Port of the broker [start: env STREAMML_BROKER_PORT, default 9092; stop/status: every broker started].",
 )
+
+
+def _brokers(port: int | None) -> tuple[list[EmbeddedBroker], str]:
+    """The broker on ``port``, or, without one, every broker recorded under the streamml home; and what was searched."""
+    settings = settings_from()
+    if port is not None:
+        return [EmbeddedBroker(port=port, home=settings.home)], f"on port {port}"
+    return EmbeddedBroker.recorded(settings.home), f"(none recorded under {settings.home})"
 
 
 @broker_group.command("start")
 @_port
 @click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds to wait until it answers.")
 def start(port: int | None, timeout: float) -> None:
-    """Start the broker in the background and wait until it answers."""
-    broker = _broker(port)
+    """Start the broker in the background and wait until it answers.
+
+    A port already in use is an error (exit 2): choose another with --port.
+    """
+    settings = settings_from(broker_port=port)
+    broker = EmbeddedBroker(port=settings.broker_port, home=settings.home)
     broker.start(timeout=timeout)
     status = broker.status()
     default = broker.port == 9092
@@ -43,24 +58,41 @@ def start(port: int | None, timeout: float) -> None:
 @broker_group.command("stop")
 @_port
 def stop(port: int | None) -> None:
-    """Stop the broker that 'streamml broker start' started (and nothing else)."""
-    broker = _broker(port)
-    if broker.stop():
+    """Stop the broker(s) that 'streamml broker start' started (and nothing else).
+
+    Without --port, every broker recorded under STREAMML_HOME is stopped.
+    """
+    brokers, where = _brokers(port)
+    stopped = [broker for broker in brokers if broker.stop()]
+    for broker in stopped:
         click.echo(f"broker on port {broker.port} stopped")
-    else:
-        click.echo(f"no embedded broker of ours runs on port {broker.port}")
+    if not stopped:
+        click.echo(f"no embedded broker of ours runs {where}")
+
+
+def _as_json(state: BrokerStatus) -> dict[str, object]:
+    return {
+        "running": state.running, "pid": state.pid, "port": state.port, "bootstrap_servers": state.bootstrap_servers,
+    }
 
 
 @broker_group.command("status")
 @_port
-def status(port: int | None) -> None:
-    """Say whether the embedded broker runs; exit 1 if it does not."""
-    broker = _broker(port)
-    state = broker.status()
-    if state.running:
-        click.echo(f"running at {state.bootstrap_servers} (pid {state.pid}), log {broker.log_file}")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per broker, one per line.")
+def status(port: int | None, as_json: bool) -> None:
+    """Say which embedded brokers run; exit 1 if none does."""
+    brokers, where = _brokers(port)
+    states = [(broker, broker.status()) for broker in brokers]
+    running = [(broker, state) for broker, state in states if state.running]
+    if as_json:
+        for _, state in states if port is not None else running:
+            click.echo(json.dumps(_as_json(state)))
     else:
-        click.echo(f"not running on port {state.port}")
+        for broker, state in running:
+            click.echo(f"running at {state.bootstrap_servers} (pid {state.pid}), log {broker.log_file}")
+        if not running:
+            click.echo(f"no embedded broker of ours runs {where}")
+    if not running:
         raise click.exceptions.Exit(1)
 
 

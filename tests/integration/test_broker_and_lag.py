@@ -12,7 +12,7 @@ from confluent_kafka import TopicPartition
 from streamml.broker import EmbeddedBroker
 from streamml.cluster import Cluster
 from streamml.config import Settings
-from streamml.errors import BrokerError
+from streamml.errors import PortInUseError
 from streamml.kafka import make_consumer, make_producer
 from streamml.lag import consumer_lag, log_end_offsets
 from streamml.reader import read_to_end
@@ -66,8 +66,10 @@ def test_read_to_end_returns_every_record(settings: Settings, topics: Topics) ->
 
 def test_second_broker_on_a_taken_port_is_refused(bootstrap_servers: str, tmp_path: Path) -> None:
     port = int(bootstrap_servers.rsplit(":", 1)[1])
-    with pytest.raises(BrokerError, match="already in use|already runs"):
+    # Taken by a process this home did not start: a usage error (choose another port), exit 2.
+    with pytest.raises(PortInUseError, match="already in use") as caught:
         EmbeddedBroker(port=port, home=tmp_path).start(timeout=5)
+    assert caught.value.exit_code == 2
 
 
 def test_broker_start_status_stop(tmp_path: Path, unused_port: int) -> None:
