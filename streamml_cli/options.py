@@ -71,12 +71,14 @@ def stop_on_signals() -> Iterator[threading.Event]:
             signal.signal(signum, old)
 
 
-#: Width of tables written to a pipe or a file: rich would use 80 and cut columns.
-PIPE_WIDTH = 200
+#: Width of output written to a pipe or a file: rich would use 80 and cut columns.
+#: Tables do not expand to the console width, so a large bound means "never cut"
+#: without padding anything.
+PIPE_WIDTH = 10_000
 
 
 def console(*, stderr: bool = False) -> Console:
-    """A rich console for a command's output; not cut at 80 columns when the output is not a terminal.
+    """A rich console for a command's output: fits a terminal; never cut when the output is not one.
 
     ``COLUMNS`` still wins when set (rich reads it).
     """

@@ -54,7 +54,8 @@ Runner = Callable[..., Run]
 def cli_env(tmp_path: Path, bootstrap_servers: str, model_keys: tuple[Path, Path]) -> dict[str, str]:
     """Environment of one test's commands: the session broker, a unique namespace, signed models."""
     private, public = model_keys
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMML_")}
+    # No COLUMNS either: output goes to a pipe, as in `streamml ... | grep`.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMML_") and k != "COLUMNS"}
     env.update(
         {
             "STREAMML_BOOTSTRAP_SERVERS": bootstrap_servers,
@@ -62,7 +63,6 @@ def cli_env(tmp_path: Path, bootstrap_servers: str, model_keys: tuple[Path, Path
             "STREAMML_HOME": str(tmp_path / "home"),
             "STREAMML_MODEL_SIGNING_KEY_FILE": str(private),
             "STREAMML_MODEL_TRUSTED_KEYS": str(public),
-            "COLUMNS": "200",
         }
     )
     return env

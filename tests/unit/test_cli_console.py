@@ -23,6 +23,21 @@ def test_output_to_a_pipe_is_wide_and_a_wide_table_keeps_its_headers(monkeypatch
     shown.print(table)
     text = out.getvalue()
     assert "rolling accuracy" in text and "served because" in text and "…" not in text
+    assert max(len(line) for line in text.splitlines()) < 200  # nothing is padded to the console's width
+
+
+def test_a_table_wider_than_any_terminal_is_not_cut_when_piped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("COLUMNS", raising=False)
+    out = io.StringIO()
+    monkeypatch.setattr("sys.stdout", out)
+    table = Table()
+    for i in range(12):
+        table.add_column(f"column number {i}")
+    table.add_row(*[f"value-{i}-" + "x" * 20 for i in range(12)])
+    console().print(table)
+    text = out.getvalue()
+    assert all(f"column number {i}" in text and f"value-{i}-" + "x" * 20 in text for i in range(12))
+    assert "…" not in text
 
 
 def test_columns_still_sets_the_width(monkeypatch: pytest.MonkeyPatch) -> None:
