@@ -7,9 +7,12 @@ Endpoints (JSON in, JSON out):
     ``{"instances": [{...}, ...]}`` for up to ``MAX_INSTANCES``. Every answer
     names the model version that made it; all instances of one request are
     scored by the same version. ``503`` (with ``Retry-After``) before the
-    first model is loaded: there is no default prediction.
+    first model is loaded: there is no default prediction. ``422`` naming
+    the feature names the model never learned from or that every row it
+    learned from had (strict by default, see :class:`ModelServer`).
 ``GET /model``
-    The serving envelope's summary (version, metrics, created-at, signer, ...)
+    The serving envelope's summary (version, metrics, created-at, signer,
+    ``feature_names`` the model learned from, ...)
     and ``serving_mode``: ``latest``, ``pinned`` or ``rolled_back``.
 ``GET /healthz``
     Liveness: the process answers.
@@ -23,6 +26,7 @@ none waits for the swap.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -32,7 +36,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
 from consumers.swap import ServingModel
-from streamml.errors import ModelNotReadyError
+from streamml.errors import ModelNotReadyError, PortInUseError
 
 __all__ = ["ModelServer", "ModelSource", "MAX_BODY_BYTES", "MAX_INSTANCES"]
 
@@ -74,6 +78,27 @@ def _features(raw: Any, where: str) -> dict[str, float]:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise _BadRequest(HTTPStatus.BAD_REQUEST, f"{where}[{name!r}] must be a finite number, got {value!r}")
     return {str(k): float(v) for k, v in raw.items()}
+
+
+def _fit(serving: ServingModel, x: dict[str, float], where: str, allow_extra: bool) -> dict[str, float]:
+    """``x`` checked against the names the model learned from: 422 naming unknown or missing ones.
+
+    With ``allow_extra``, unknown names are dropped instead (the model never
+    learned a weight for them).
+    """
+    unknown, missing = serving.inputs.problems(x)
+    if unknown and allow_extra:
+        x = {k: v for k, v in x.items() if k not in unknown}
+        unknown = []
+    if unknown or missing:
+        parts = []
+        if unknown:
+            known = ", ".join(sorted(serving.inputs.known)[:20])
+            parts.append(f"unknown feature(s) {', '.join(unknown)} (v{serving.version} learned from: {known})")
+        if missing:
+            parts.append(f"missing feature(s) {', '.join(missing)}")
+        raise _BadRequest(HTTPStatus.UNPROCESSABLE_ENTITY, f"{where}: " + "; ".join(parts))
+    return x
 
 
 def _score(serving: ServingModel, x: dict[str, float]) -> dict[str, Any]:
@@ -124,10 +149,16 @@ class _Handler(BaseHTTPRequestHandler):
                     raise _BadRequest(
                         HTTPStatus.BAD_REQUEST, f"'instances' must be a list of 1 to {MAX_INSTANCES} objects"
                     )
-                results = [_score(serving, _features(x, f"instances[{i}]")) for i, x in enumerate(instances)]
+                extra = self.server.allow_extra_features
+                results = [
+                    _score(serving, _fit(serving, _features(x, f"instances[{i}]"), f"instances[{i}]", extra))
+                    for i, x in enumerate(instances)
+                ]
                 body: dict[str, Any] = {"model_version": serving.version, "predictions": results}
             elif "features" in request:
-                body = {"model_version": serving.version, **_score(serving, _features(request["features"], "features"))}
+                extra = self.server.allow_extra_features
+                x = _fit(serving, _features(request["features"], "features"), "features", extra)
+                body = {"model_version": serving.version, **_score(serving, x)}
             else:
                 raise _BadRequest(HTTPStatus.BAD_REQUEST, "send {'features': {...}} or {'instances': [{...}, ...]}")
         except _BadRequest as exc:
@@ -170,16 +201,32 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], source: ModelSource) -> None:
+    def __init__(self, address: tuple[str, int], source: ModelSource, allow_extra_features: bool) -> None:
         super().__init__(address, _Handler)
         self.source = source
+        self.allow_extra_features = allow_extra_features
 
 
 class ModelServer:
-    """Serve ``source``'s current model over HTTP on ``host:port`` (port 0: any free one)."""
+    """Serve ``source``'s current model over HTTP on ``host:port`` (port 0: any free one).
 
-    def __init__(self, source: ModelSource, *, host: str = "127.0.0.1", port: int = 8080) -> None:
-        self._server = _Server((host, port), source)
+    A request naming a feature the model never learned from, or lacking one
+    every learned row had, gets 422 naming them; ``allow_extra_features``
+    drops unknown names instead. Raises :class:`PortInUseError` when the port
+    is taken.
+    """
+
+    def __init__(
+        self, source: ModelSource, *, host: str = "127.0.0.1", port: int = 8080, allow_extra_features: bool = False
+    ) -> None:
+        try:
+            self._server = _Server((host, port), source, allow_extra_features)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUseError(
+                    f"port {port} on {host} is already in use; choose another with --port"
+                ) from exc
+            raise PortInUseError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
         self._thread: threading.Thread | None = None
 
     @property

@@ -102,6 +102,8 @@ class StreamScorer:
         (half the session timeout on the embedded broker), and doing it while
         waiting for the model means scoring starts the moment one is there.
         """
+        # Missing topics are an error, not a wait: the subscribe would idle silently.
+        self.cluster.require_topics([self.features, self.predictions])
         self.subscriber.start()
         consumer = self.cluster.group_consumer(self.cluster.groups.scorer)
         producer = self.cluster.producer()

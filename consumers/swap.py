@@ -34,7 +34,7 @@ from streamml.envelope import ModelEnvelope
 from streamml.errors import EnvelopeError, ModelNotReadyError
 from streamml.trust import TrustPolicy, Verdict, assess, load_model
 
-__all__ = ["ServingModel", "Refusal", "ModelSlot", "SwapCallback", "reason_kind"]
+__all__ = ["FeatureContract", "ServingModel", "Refusal", "ModelSlot", "SwapCallback", "reason_kind"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +54,8 @@ class ServingModel:
     envelope: dict[str, Any] = field(repr=False)
     #: ``latest``, ``pinned`` or ``rolled_back``: why this version serves.
     mode: str = "latest"
+    #: What a request may and must name (empty when the envelope does not say).
+    inputs: FeatureContract = field(default_factory=lambda: FeatureContract(frozenset(), frozenset()))
 
     def predict_one(self, x: dict[str, Any]) -> Any:
         return self.model.predict_one(x)
@@ -61,6 +63,36 @@ class ServingModel:
     def predict_proba_one(self, x: dict[str, Any]) -> dict[Any, float]:
         proba = getattr(self.model, "predict_proba_one", None)
         return dict(proba(x)) if callable(proba) else {}
+
+
+@dataclass(frozen=True)
+class FeatureContract:
+    """The feature names a model knows, and those every input it learned from had.
+
+    ``known`` is the envelope's ``feature_names``; ``required`` the names
+    common to all its golden examples (real recent inputs), so one-hot names
+    such as ``car=4``, present in some rows only, are known but not required.
+    A scikit-learn model requires every column it was fit on.
+    """
+
+    known: frozenset[str]
+    required: frozenset[str]
+
+    @classmethod
+    def of(cls, envelope: ModelEnvelope) -> FeatureContract:
+        known = frozenset(envelope.feature_names)
+        if envelope.flavor == "sklearn":
+            return cls(known, known)
+        rows = [frozenset(g.features) for g in envelope.golden]
+        required = frozenset.intersection(*rows) & known if rows and known else frozenset()
+        return cls(known, required)
+
+    def problems(self, names: Iterable[str]) -> tuple[list[str], list[str]]:
+        """``(unknown, missing)`` names of a request, each sorted; both empty when it fits or nothing is known."""
+        if not self.known:
+            return [], []
+        given = set(names)
+        return sorted(given - self.known), sorted(self.required - given)
 
 
 class Refusal(NamedTuple):
@@ -221,7 +253,7 @@ class ModelSlot:
             logger.debug("opening %s v%s failed", self.model_name, envelope.version, exc_info=True)
             self.refuse(offset, envelope.version, f"payload could not be opened: {type(exc).__name__}: {exc}")
             return None
-        new = ServingModel(model, envelope.version, envelope.summary(), mode)
+        new = ServingModel(model, envelope.version, envelope.summary(), mode, FeatureContract.of(envelope))
         self._install(new)
         logger.info(
             "serving %s v%d (%s; was v%s)", self.model_name, new.version, mode, None if old is None else old.version

@@ -34,7 +34,8 @@ def issue_directive(
     """Sign and publish a ``rollback``/``pin`` (with ``version``) or ``unpin`` for ``model_name``.
 
     Raises :class:`ConfigError` when there is no signing key (unless
-    development mode is on), when the model has no versions, or when
+    development mode is on), when the model has no versions (naming the
+    closest model that has), or when
     ``version`` is not one consumers would accept.
     """
     settings = cluster.settings
@@ -44,10 +45,9 @@ def issue_directive(
             f"no model signing key to sign the {action}: consumers obey only signed directives "
             "(STREAMML_MODEL_SIGNING_KEY_FILE, or run 'streamml keys generate')"
         )
-    history = read_history(cluster, model_name=model_name, timeout=timeout)
-    versions = [r for r in history.versions if r.model_name == model_name and r.version is not None]
-    if not versions:
-        raise ConfigError(f"model {model_name!r} has no versions on {cluster.topics.models}")
+    # Every model is read (not only this one), so an unknown name gets a "did you mean".
+    history = read_history(cluster, timeout=timeout)
+    history.require_model(model_name, cluster.topics.models)
     acceptable = history.acceptable(model_name)
     if action != "unpin":
         if version is None:

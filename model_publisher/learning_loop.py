@@ -99,6 +99,9 @@ class LearningLoop:
         #: The latest input rows: each published version records the model's
         #: answers for them (golden examples a consumer replays before serving).
         self._recent_inputs: deque[dict[str, float]] = deque(maxlen=GOLDEN_EXAMPLES)
+        #: Every feature name the model has seen, published as the envelope's
+        #: ``feature_names`` so a model API can refuse names it never learned.
+        self._feature_names: set[str] = set()
         self._publisher = ModelPublisher(self.cluster, flavor=FLAVOR)
         self._learner: OnlineLearner | None = None
         #: Whether the group's committed offsets belong to the model being
@@ -130,6 +133,7 @@ class LearningLoop:
                         envelope.model_name, envelope.version, newest_version, self.topic, envelope.version,
                         envelope.input_offsets, committed, newest_version, envelope.version,
                     )
+                self._feature_names.update(envelope.feature_names)
                 return OnlineLearner.resume(model, envelope)
             logger.warning(
                 "newest version v%d is a %s, not a %s (%s): starting a fresh model",
@@ -186,6 +190,8 @@ class LearningLoop:
     def run(self) -> LearnReport:
         """Run until ``stop`` is set or ``max_events`` records were consumed."""
         build(self.settings.model_spec)  # an unknown spec fails before any broker work
+        # Missing topics are an error, not a wait: a subscribe to them would idle silently.
+        self.cluster.require_topics([*self.inputs, self._publisher.topic])
         consumer: Consumer | None = None
         try:
             self._publisher.start()
@@ -239,6 +245,7 @@ class LearningLoop:
         self.report.consumed += 1
         label = record.label
         self._recent_inputs.append(record.features)
+        self._feature_names.update(record.features)
         try:
             if topic == self.labelled:
                 learner.process_label(
@@ -268,6 +275,7 @@ class LearningLoop:
                 metrics=learner.metrics(),
                 n_learned=learner.n_learned,
                 input_offsets=learner.input_offsets,
+                feature_names=sorted(self._feature_names),
             )
         except ModelTooLargeError as exc:
             # Fatal on purpose: skipping the publish would leave subscribers on

@@ -72,7 +72,12 @@ class ModelPublisher:
         self._history: list[VersionRecord] = []
 
     def start(self) -> int:
-        """Read the models topic; return the version the next publish will use."""
+        """Read the models topic; return the version the next publish will use.
+
+        Raises :class:`~streamml.errors.MissingTopicError` if the topic does not
+        exist (a publish to it would wait for ``message.timeout.ms``, then fail).
+        """
+        self.cluster.require_topics([self.topic])
         self._history = read_versions(self.cluster, model_name=self.model_name, policy=self._policy)
         self._next = next_version(self._history, self.model_name)
         self._producer = self.cluster.producer(**{"linger.ms": 0})

@@ -29,7 +29,7 @@ from streamml.kafka import make_producer, produce
 from streamml.serde import AvroSchema, AvroSerde
 from streamml.topics import Topics
 
-__all__ = ["EventProducer", "ProducerStats"]
+__all__ = ["EventProducer", "ProducerStats", "record_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,14 @@ class ProducerStats:
     def pending(self) -> int:
         """Records neither delivered nor failed yet."""
         return self.sent - self.delivered - self.failed
+
+
+def record_key(record: Mapping[str, Any], key_field: str) -> str:
+    """The key a record is sent with: its ``key_field`` as text; :class:`RecordError` if it has none."""
+    value = record.get(key_field)
+    if value is None:
+        raise RecordError("the record has no key value", field=key_field)
+    return str(value)
 
 
 class EventProducer:
@@ -107,10 +115,7 @@ class EventProducer:
         """
         value = self.serde.encode(record)  # RecordError names the failing field
         if key is None:
-            key_value = record.get(self.settings.key_field)
-            if key_value is None:
-                raise RecordError("the record has no key value", field=self.settings.key_field)
-            key = str(key_value)
+            key = record_key(record, self.settings.key_field)
         self._produce(value, key.encode("utf-8"), self._headers)
 
     def send_raw(

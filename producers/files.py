@@ -63,6 +63,16 @@ class FileSource:
         return {}
 
     def __iter__(self) -> Iterator[SourceItem]:
+        for row_number, row in self.rows():
+            yield self.coerce(row, row_number)
+
+    def rows(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        """Yield ``(row number, row as read)`` before coercion; iteration coerces these.
+
+        A row that does not fit the schema does not end this iterator (it ends
+        ``iter(source)``, a generator, for good): callers that skip bad rows
+        read here and :meth:`coerce` each row themselves.
+        """
         row_number = 0
         try:
             chunks = self._chunks()
@@ -71,13 +81,17 @@ class FileSource:
                     self._warn_unknown(list(chunk[0]))
                 for row in chunk:
                     row_number += 1
-                    yield self._coercer.coerce(row, row_number)
+                    yield row_number, row
         except (OSError, ValueError) as exc:
             # pandas and pyarrow report a malformed file as ValueError subclasses
             # (ParserError, ArrowInvalid); RecordError is not one of them. Files
             # are parsed a chunk at a time, so the count of rows read is a lower
             # bound; the parser's own message names the line.
             raise SourceError(f"cannot read {self.path} (after {row_number} rows): {exc}") from exc
+
+    def coerce(self, row: Mapping[str, Any], row_number: int) -> dict[str, Any]:
+        """The record of one row of :meth:`rows`; raises :class:`RecordError` naming row and field."""
+        return self._coercer.coerce(row, row_number)
 
     def _read_columns(self) -> list[str]:
         try:

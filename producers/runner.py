@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 
-from producers.app import EventProducer, ProducerStats
+from producers.app import EventProducer
 from producers.events import EventSource, RawPayload
-from producers.files import CsvSource, JsonLinesSource, ParquetSource
+from producers.files import CsvSource, FileSource, JsonLinesSource, ParquetSource
 from producers.labels import DetachedLabel, LabelProducer, check_label_options, detach_label
 from producers.pacing import Pacer
+from producers.rejections import ON_ERROR_POLICIES, OnError, RejectedRow, RowStopped, dead_letter, sent_before
+from producers.report import ProduceReport, RowCounts, make_report
+from producers.resume import DEFAULT_ID_COLUMN
+from producers.rows import Row, at_row, numbered_rows, row_id
 from producers.synthetic import DEFAULT_LENGTH, SyntheticSource
 from streamml.cluster import Cluster
 from streamml.config import Settings
@@ -36,61 +39,6 @@ FILE_SOURCES = {
 }
 
 
-@dataclass(frozen=True)
-class ProduceReport:
-    """What one :func:`produce` run did (also passed, partial, to ``on_progress``)."""
-
-    source: str
-    topic: str
-    sent: int
-    delivered: int
-    failed: int
-    #: Events made bad on purpose by the source (fault injection), of ``sent``.
-    injected_bad: int
-    elapsed: float
-    #: Achieved rate, events sent per second (the wait for the last delayed
-    #: labels after the events were flushed is not counted).
-    rate: float
-    bytes: int = 0
-    injected: Mapping[str, int] = field(default_factory=dict)
-    #: The first few delivery failure reasons (events first, then labels).
-    failures: tuple[str, ...] = ()
-    #: Delayed-label mode: the labels topic, the label records sent to it
-    #: (duplicates included), delivered and failed, and the duplicates sent.
-    labels_topic: str = ""
-    labels_sent: int = 0
-    labels_delivered: int = 0
-    labels_failed: int = 0
-    label_duplicates: int = 0
-
-    @property
-    def ok(self) -> bool:
-        """True when every sent event, and every sent label, was delivered."""
-        return (
-            self.failed == 0
-            and self.delivered == self.sent
-            and self.labels_failed == 0
-            and self.labels_delivered == self.labels_sent
-        )
-
-    def summary(self) -> str:
-        """One line for a terminal or log."""
-        bad = f", {self.injected_bad} deliberately bad" if self.injected_bad else ""
-        failed = f", {self.failed} FAILED" if self.failed else ""
-        line = (
-            f"{self.sent} events sent to {self.topic}, {self.delivered} delivered{failed}{bad} "
-            f"in {self.elapsed:.1f}s ({self.rate:,.0f} events/s, {self.bytes / 1e6:.1f} MB)"
-        )
-        if self.labels_sent:
-            duplicates = f" ({self.label_duplicates} duplicates)" if self.label_duplicates else ""
-            labels_failed = f", {self.labels_failed} FAILED" if self.labels_failed else ""
-            line += (
-                f"; {self.labels_sent} labels sent to {self.labels_topic}{duplicates}, "
-                f"{self.labels_delivered} delivered{labels_failed}"
-            )
-        return line
-
-
 def produce(
     settings: Settings,
     source: EventSource,
@@ -106,16 +54,27 @@ def produce(
     label_duplicates: float = 0.0,
     label_seed: int = 0,
     labels_topic: str | None = None,
+    on_error: OnError = "stop",
+    on_rejected: Callable[[RejectedRow], None] | None = None,
+    skip_ids: Collection[str] | None = None,
+    id_column: str = DEFAULT_ID_COLUMN,
 ) -> ProduceReport:
-    """Send up to ``limit`` events of ``source`` at up to ``rate`` events/s, then flush.
+    """Send up to ``limit`` rows of ``source`` at up to ``rate`` events/s, then flush.
 
     ``topic`` defaults to the pipeline's raw events topic. ``on_progress`` is
     called at most every ``progress_interval`` seconds, and once at the end.
-    A row that does not fit the schema stops the run with :class:`RecordError`
-    (its row number is the 1-based position in the source); events sent before
-    it are still flushed. Delivery failures do not raise: check ``report.ok``.
-    Raises :class:`KafkaClientError` if events are still undelivered after
+    Delivery failures do not raise: check ``report.ok``. Raises
+    :class:`KafkaClientError` if events are still undelivered after
     ``flush_timeout`` seconds.
+
+    A row that does not fit the schema (row numbers are 1-based positions in
+    the source) is handled by ``on_error`` (see :mod:`producers.rejections`):
+    ``"stop"`` flushes and raises :class:`RowStopped` (a :class:`RecordError`)
+    saying how many rows before it were acknowledged; ``"skip"`` leaves it
+    out; ``"deadletter"`` sends it to the namespace's dead-letter topic (which
+    must exist) with its reason. ``on_rejected`` is called with each row
+    skipped or dead-lettered. ``skip_ids``: rows whose ``id_column`` value
+    (as text) is in it are not sent (resuming, see :mod:`producers.resume`).
 
     Delayed labels (``label_delay`` seconds, see :mod:`producers.labels`):
     each event with an event id and a label is sent with its label set to
@@ -130,6 +89,8 @@ def produce(
     """
     if limit is not None and limit < 0:
         raise ValueError(f"limit must not be negative, got {limit}")
+    if on_error not in ON_ERROR_POLICIES:
+        raise ValueError(f"on_error must be one of {ON_ERROR_POLICIES}, got {on_error!r}")
     check_label_options(label_delay, label_duplicates)
     if label_delay is not None:
         labels_topic = labels_topic or Topics.from_settings(settings).labels
@@ -138,8 +99,13 @@ def produce(
     started = clock()
     next_progress = started + progress_interval
     labels: LabelProducer | None = None
+    dead: EventProducer | None = None
+    counts = RowCounts()
     with ExitStack() as stack:
         producer = stack.enter_context(EventProducer(settings, topic=topic, schema=source.schema))
+        if on_error == "deadletter":
+            dead_topic = Topics.from_settings(settings).dead_letters
+            dead = stack.enter_context(EventProducer(settings, topic=dead_topic, schema=source.schema))
         if label_delay is not None:
             # Entered after the event producer, so left before it: on an error,
             # the labels of events already sent are still sent (at once).
@@ -153,39 +119,94 @@ def produce(
                     clock=clock,
                 )
             )
-        for row, item in enumerate(islice(source, limit), start=1):
+        for row in islice(numbered_rows(source), limit):
+            counts.rows += 1
+            if skip_ids is not None and row.error is None and row_id(row.item, id_column) in skip_ids:
+                counts.already_on_topic += 1
+                continue
             if pacer is not None:
                 _wait(producer, pacer.delay(), clock, labels)
-            detached: DetachedLabel | None = None
-            if labels is not None:
-                item, detached = detach_label(item, settings.label_field)
-            if isinstance(item, RawPayload):
-                producer.send_raw(item.value, key=item.key, headers=item.headers)
-            else:
-                try:
-                    producer.send(item)
-                except RecordError as exc:
-                    if exc.row is not None:
-                        raise
-                    raise RecordError(exc.reason, row=row, field=exc.field) from exc
-            if labels is not None:
-                # Scheduled only once its event was accepted: a row that does
-                # not fit the schema leaves no label behind.
-                if detached is not None:
-                    labels.schedule(detached)
-                labels.release()
+            rejected = _send(producer, labels, row, settings.label_field)
+            if rejected is not None:
+                if on_error == "stop":
+                    raise _stopped(producer, rejected, counts, flush_timeout)
+                if dead is None:
+                    counts.skipped += 1
+                else:
+                    _send_dead_letter(dead, rejected, source, settings.key_field)
+                    counts.dead_lettered += 1
+                if on_rejected is not None:
+                    on_rejected(rejected)
             if on_progress is not None and clock() >= next_progress:
                 next_progress = clock() + progress_interval
-                on_progress(_report(source, producer.topic, producer.stats, clock() - started, labels=labels))
+                on_progress(
+                    make_report(source, producer.topic, producer.stats, clock() - started, labels=labels, counts=counts)
+                )
         stats = producer.flush(flush_timeout)
+        dead_stats = None if dead is None else (dead.topic, dead.flush(flush_timeout))
         events_elapsed = clock() - started
         if labels is not None:
             labels.drain(flush_timeout)
-    report = _report(source, producer.topic, stats, clock() - started, labels=labels, events_elapsed=events_elapsed)
+    report = make_report(
+        source, producer.topic, stats, clock() - started,
+        labels=labels, events_elapsed=events_elapsed, counts=counts, dead_letters=dead_stats,
+    )
     if on_progress is not None:
         on_progress(report)
     logger.info("%s: %s", source.name, report.summary())
     return report
+
+
+def _send(producer: EventProducer, labels: LabelProducer | None, row: Row, label_field: str) -> RejectedRow | None:
+    """Send one row (and schedule its delayed label); return it rejected if it does not fit the schema."""
+    if row.error is not None:
+        return RejectedRow(row.number, row.error, "coercion", row.raw)
+    item = row.item
+    assert item is not None  # a row without an error has its item
+    detached: DetachedLabel | None = None
+    if labels is not None:
+        item, detached = detach_label(item, label_field)
+    if isinstance(item, RawPayload):
+        producer.send_raw(item.value, key=item.key, headers=item.headers)
+    else:
+        try:
+            producer.send(item)
+        except RecordError as exc:
+            return RejectedRow(row.number, at_row(exc, row.number), "encoding", row.raw)
+    if labels is not None:
+        # Scheduled only once its event was accepted: a row that does
+        # not fit the schema leaves no label behind.
+        if detached is not None:
+            labels.schedule(detached)
+        labels.release()
+    return None
+
+
+def _stopped(producer: EventProducer, rejected: RejectedRow, counts: RowCounts, timeout: float) -> RowStopped:
+    """The error that ends a run at ``rejected``, once the rows before it are flushed (so its count is true)."""
+    unconfirmed = ""
+    try:
+        stats = producer.flush(timeout)
+    except KafkaClientError as exc:
+        stats, unconfirmed = producer.stats, str(exc)
+    accounting = sent_before(
+        rejected.row,
+        delivered=stats.delivered,
+        failed=stats.failed,
+        already_on_topic=counts.already_on_topic,
+        skipped=counts.skipped,
+        dead_lettered=counts.dead_lettered,
+        unconfirmed=unconfirmed,
+    )
+    return RowStopped(rejected.error, accounting, acknowledged=stats.delivered)
+
+
+def _send_dead_letter(dead: EventProducer, rejected: RejectedRow, source: EventSource, key_field: str) -> None:
+    file = str(source.path) if isinstance(source, FileSource) else source.name
+    value, key, headers = dead_letter(
+        rejected, source=source.name, file=file, key_field=key_field, now_ms=int(time.time() * 1000)
+    )
+    dead.send_raw(value, key=key, headers=headers)
 
 
 def _wait(
@@ -225,38 +246,6 @@ def _check_labels_topic(settings: Settings, topic: str) -> None:
             "%s has %d partitions but %s has %d: labels will not meet their features",
             topic, counts[topic], by_event, counts[by_event],
         )
-
-
-def _report(
-    source: EventSource,
-    topic: str,
-    stats: ProducerStats,
-    elapsed: float,
-    *,
-    labels: LabelProducer | None = None,
-    events_elapsed: float | None = None,
-) -> ProduceReport:
-    injected = dict(source.injected)
-    rate_elapsed = elapsed if events_elapsed is None else events_elapsed
-    label_stats = labels.stats if labels is not None else None
-    return ProduceReport(
-        source=source.name,
-        topic=topic,
-        sent=stats.sent,
-        delivered=stats.delivered,
-        failed=stats.failed,
-        injected_bad=sum(injected.values()),
-        elapsed=elapsed,
-        rate=stats.sent / rate_elapsed if rate_elapsed > 0 else 0.0,
-        bytes=stats.bytes,
-        injected=injected,
-        failures=stats.failures + (label_stats.failures if label_stats is not None else ()),
-        labels_topic=labels.topic if labels is not None else "",
-        labels_sent=label_stats.sent if label_stats is not None else 0,
-        labels_delivered=label_stats.delivered if label_stats is not None else 0,
-        labels_failed=label_stats.failed if label_stats is not None else 0,
-        label_duplicates=labels.duplicates_sent if labels is not None else 0,
-    )
 
 
 def open_source(

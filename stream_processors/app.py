@@ -38,6 +38,7 @@ from stream_processors.delivery import HeldBatches, Output
 from stream_processors.label_join import JOIN_AGENT, JOIN_TABLE, JoinHandler
 from stream_processors.pipeline import BatchProcessor
 from stream_processors.profiles import Reference
+from stream_processors.progress import Progress
 from stream_processors.recovery import complete_recovery
 from streamml.cluster import Cluster
 from streamml.config import Settings
@@ -68,6 +69,7 @@ class BatchHandler(HeldBatches):
         *,
         monitoring: bool = False,
         delayed_labels: bool = False,
+        progress: Progress | None = None,
     ) -> None:
         super().__init__(app)
         self.processor = processor
@@ -75,6 +77,7 @@ class BatchHandler(HeldBatches):
         self.topics = topics
         self.monitoring = monitoring
         self.delayed_labels = delayed_labels
+        self.progress = Progress() if progress is None else progress
 
     async def handle(self, events: Sequence[faust.EventT[Any]]) -> None:
         """Process a batch, hand its outputs to the producer, and return.
@@ -87,6 +90,7 @@ class BatchHandler(HeldBatches):
         # The store, not the table: table reads go through sensors per key.
         store = self.table.data
         result = self.processor.process_batch(records, store)
+        self.progress.add(records, result)
         changelog = self.table.changelog_topic.get_topic_name()
         topics = self.topics
         outputs: list[Output] = []
@@ -134,6 +138,7 @@ def build_app(
     event_schema: AvroSchema | None = None,
     writer_schemas: Iterable[AvroSchema] = (),
     reference: Reference | None = None,
+    progress: Progress | None = None,
 ) -> faust.App:
     """Return the stream processor's faust app (not started).
 
@@ -141,7 +146,8 @@ def build_app(
     creates its internal window changelog topic. ``event_schema`` defaults to
     ``settings.schema_path``; ``writer_schemas`` are other schemas producers
     may write with; ``reference`` is the drift monitor's reference from an
-    earlier run (:func:`stored_reference`).
+    earlier run (:func:`stored_reference`). ``progress`` counts what the
+    events agent does.
     """
     groups = Groups.from_settings(settings)
     #: Names this worker in its monitoring records.
@@ -204,6 +210,7 @@ def build_app(
         topics,
         monitoring=processor.monitor is not None,
         delayed_labels=delayed,
+        progress=progress,
     )
     batch_size = settings.processor_batch_size
     tables = [windows]

@@ -9,6 +9,7 @@ vectors waiting for their label. :mod:`stream_processors.pipeline` makes them,
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,6 +74,8 @@ class BatchResult:
     monitoring: list[OutputRecord] = field(default_factory=list)
     #: Delayed-label mode: the feature vectors without a label, keyed by event id.
     awaiting_label: list[OutputRecord] = field(default_factory=list)
+    #: How many of the dead letters each rule quarantined.
+    quarantined: Counter[str] = field(default_factory=Counter)
 
     # allows ``features, dead_letters = processor.process_batch(...)``
     def __iter__(self) -> Iterator[list[OutputRecord]]:

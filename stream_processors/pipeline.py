@@ -22,7 +22,7 @@ from typing import Any
 from stream_processors.batches import BatchResult, OutputRecord, SourceRecord, WindowUpdate
 from stream_processors.dead_letters import Rejection, dead_letter
 from stream_processors.drift import DistributionMonitor
-from stream_processors.features import EVENT_ID_FIELD, FeatureSpec, featurize
+from stream_processors.features import EVENT_ID_FIELD, FeatureSpec, featurize, roles
 from stream_processors.profiles import Reference
 from stream_processors.validation import validate
 from stream_processors.windows import WindowSpec, WindowState, window_features
@@ -104,7 +104,7 @@ class BatchProcessor:
         self.time_field = time_field
         self.window = window
         self.features_partitions = features_partitions
-        self.feature_spec = FeatureSpec.from_schema(event_schema, exclude=(key_field, label_field, time_field))
+        self.feature_spec = FeatureSpec.from_schema(event_schema, exclude=roles(key_field, label_field, time_field))
         self._feature_headers = self.feature_codec.headers
         self._clock = clock
         self.max_event_future_ms = int(max_event_future_seconds * 1000)
@@ -226,6 +226,7 @@ class BatchProcessor:
                 logger.warning("cannot featurize %s: %r", record.position, item)
                 item = Rejection("featurize", FEATURIZE_ERROR, "", f"featurization failed: {item!r}")
             result.dead_letters.append(self._dead_letter(record, item, now_ms))
+            result.quarantined[item.rule] += 1
             if self.monitor is not None:
                 self.monitor.count_quarantined()
         for key, partition in context.touched.items():  # dumped once per key and batch
@@ -348,5 +349,7 @@ class BatchProcessor:
 
 
 _JSON_HEADERS = (("content-type", b"application/json"),)
+
+
 def _as_float(value: Any) -> float | None:
     return None if value is None else float(value)

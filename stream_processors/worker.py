@@ -1,33 +1,42 @@
-"""Run the stream processor as a worker: start-up checks, the stored drift reference, exit status.
+"""Run the stream processor as a worker: start-up checks, the stored drift reference, progress, exit status.
 
 :func:`run_worker` is what ``streamml process`` runs: it checks the topics the
 configured mode needs, loads the drift monitor's reference from the monitoring
 topic (:func:`stored_reference`), builds the app (:mod:`stream_processors.app`)
 and runs faust's worker until SIGTERM or SIGINT, turning a crash into one
-:class:`~streamml.errors.StreamMLError`.
+:class:`~streamml.errors.StreamMLError`. It reports a start line, which fields
+become features, and the counts (:mod:`stream_processors.progress`)
+periodically and when it stops. faust's, mode's and aiokafka's own log lines
+are kept to warnings unless ``STREAMML_LOG_LEVEL=DEBUG``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, cast
 
 import faust
 
 from stream_processors.app import build_app
+from stream_processors.features import feature_notice, featurizer_check
 from stream_processors.profiles import Reference
+from stream_processors.progress import Progress
 from streamml.cluster import Cluster
 from streamml.config import Settings
 from streamml.errors import ConfigError, KafkaClientError, RecordError, StreamMLError
 from streamml.monitoring import REFERENCE, decode_record
 from streamml.reader import read_to_end
-from streamml.serde import AvroSchema
+from streamml.serde import AvroSchema, load_event_schema
+from streamml.topics import Groups
 
 __all__ = ["run_worker", "stored_reference"]
 
 logger = logging.getLogger(__name__)
+
+#: Libraries whose INFO lines are internals (85 at start-up): shown only at DEBUG.
+_LIBRARY_LOGGERS = ("faust", "mode", "aiokafka", "kafka")
 
 
 def run_worker(
@@ -35,12 +44,21 @@ def run_worker(
     *,
     event_schema: AvroSchema | None = None,
     writer_schemas: Iterable[AvroSchema] = (),
+    report: Callable[[str], None] | None = None,
+    report_every: float = 10.0,
 ) -> None:
     """Run the processor until SIGTERM or SIGINT, then stop cleanly and return.
 
-    Raises :class:`~streamml.errors.StreamMLError` (``KafkaClientError`` for a
+    ``event_schema`` defaults to ``settings.schema_path``, checked
+    (:func:`~streamml.serde.load_event_schema`, with the featurizer's check).
+    ``report`` gets the start lines, the counts every ``report_every``
+    seconds (0: only at the end) and the final counts. Raises
+    :class:`~streamml.errors.StreamMLError` (``KafkaClientError`` for a
     Kafka failure) if the worker stopped because it crashed.
     """
+    _quiet_libraries(settings)
+    if event_schema is None:
+        event_schema = load_event_schema(settings, checks=[featurizer_check(settings)])
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     reference = None
@@ -63,9 +81,18 @@ def run_worker(
             )
             settings = settings.with_overrides(drift_window_events=0)
         else:
-            schema = event_schema or AvroSchema.from_file(settings.schema_path)
-            reference = stored_reference(cluster, schema.name)
-    app = build_app(settings, event_schema=event_schema, writer_schemas=writer_schemas, reference=reference)
+            reference = stored_reference(cluster, event_schema.name)
+    progress = Progress()
+    app = build_app(
+        settings, event_schema=event_schema, writer_schemas=writer_schemas, reference=reference, progress=progress
+    )
+    if report is not None:
+        _announce(report, settings, event_schema, report_every)
+        if report_every > 0:
+
+            @app.timer(interval=report_every)  # type: ignore[untyped-decorator]
+            async def report_progress() -> None:
+                report(progress.line(_consumer_lag(app, progress)))
     worker = faust.Worker(
         app,
         loop=loop,
@@ -74,11 +101,16 @@ def run_worker(
         override_logging=False,  # keep the CLI's logging setup
         redirect_stdouts=False,
     )
+    # No spinner: it writes terminal escapes even to a pipe and sets the root logger to DEBUG.
+    worker.spinner = None
     code: Any = 0
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:  # mode's worker always ends with sys.exit
         code = exc.code
+    finally:
+        if report is not None:
+            report(f"stopped: {progress.line(_consumer_lag(app, progress))}")
     reason = app.crash_reason or worker.crash_reason
     if reason is not None or code not in (0, None):
         if isinstance(reason, StreamMLError):
@@ -87,6 +119,38 @@ def run_worker(
         what = f"{type(reason).__name__}: {reason}" if reason is not None else f"the worker exited with code {code}"
         raise error(f"stream processor {app.conf.id} stopped after a failure ({what}); see the log above") from reason
     logger.info("stream processor %s stopped", app.conf.id)
+
+
+def _announce(report: Callable[[str], None], settings: Settings, schema: AvroSchema, every: float) -> None:
+    topics = Cluster(settings).topics
+    counts = f"counts every {every:g}s and at the end" if every > 0 else "counts at the end"
+    report(
+        f"processing {topics.raw_events} -> {topics.features} (dead letters: {topics.dead_letters}); "
+        f"schema {schema.name} from {settings.schema_path}; group {Groups.from_settings(settings).processor}; "
+        f"{counts}; Ctrl-C to stop"
+    )
+    report(feature_notice(schema, settings))
+
+
+def _consumer_lag(app: faust.App, progress: Progress) -> int | None:
+    """The lag of the partitions ``progress`` has read, from the consumer's last fetch (no request)."""
+    from faust.types import TP
+
+    def highwater(topic: str, partition: int) -> int | None:
+        try:
+            return cast("int | None", app.consumer.highwater(TP(topic, partition)))
+        except Exception:  # noqa: BLE001 - a stopped or unassigned consumer: no lag to tell
+            return None
+
+    return progress.lag(highwater)
+
+
+def _quiet_libraries(settings: Settings) -> None:
+    """Keep faust's, mode's and aiokafka's internals at warnings unless debugging is asked for."""
+    level = logging.getLevelName(settings.log_level.upper())
+    if level > logging.DEBUG:
+        for name in _LIBRARY_LOGGERS:
+            logging.getLogger(name).setLevel(max(level, logging.WARNING))
 
 
 def stored_reference(cluster: Cluster, stream: str, timeout: float = 30.0) -> Reference | None:

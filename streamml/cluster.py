@@ -7,8 +7,9 @@ per call, and every short-lived consumer gets a namespaced group id from
 :class:`~streamml.topics.Groups`. Build one per process at the entry point::
 
     cluster = Cluster(load_settings())
-    cluster.wait_ready()
+    cluster.wait_ready()                      # STREAMML_CONNECT_TIMEOUT_SECONDS, then exit 3
     cluster.create_topics(cluster.topics.specs(cluster.settings))
+    cluster.require_topics([cluster.topics.models])   # before reading or writing one
 """
 
 from __future__ import annotations
@@ -21,11 +22,17 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # public, re-exported without __all__
+from confluent_kafka.admin import (  # type: ignore[attr-defined]  # public, re-exported without __all__
+    AdminClient,
+    ConfigResource,
+    NewTopic,
+    ResourceType,
+)
 
 from streamml.config import Settings
-from streamml.errors import BrokerError, KafkaClientError
+from streamml.errors import BrokerError, KafkaClientError, MissingTopicError, TopicMismatchError
 from streamml.kafka import connection_config, describe_error, make_admin, make_consumer, make_producer
+from streamml.topic_state import TopicState, describe_differences, differences
 from streamml.topics import Groups, Topics, TopicSpec
 
 __all__ = ["Cluster", "ADMIN_GRACE"]
@@ -38,6 +45,10 @@ logger = logging.getLogger(__name__)
 
 #: How often topic creation re-reads metadata while it waits for new topics to show.
 _CREATE_POLL_SECONDS = 0.05
+
+
+def _ignore(error: KafkaError) -> None:
+    """A probe expects refused connections: its errors are the answer, not news."""
 
 
 class Cluster:
@@ -115,6 +126,34 @@ class Cluster:
         """Return the partition ids of ``topic`` (empty if it does not exist)."""
         return list(range(self.partition_counts([topic], timeout).get(topic, 0)))
 
+    def topic_configs(self, names: Iterable[str], timeout: float = 10.0) -> dict[str, dict[str, str]]:
+        """Return ``{topic: {config: value}}`` as the broker reports them (``DescribeConfigs``).
+
+        Ask only for topics that exist (:meth:`partition_counts`). Configs
+        without a value (sensitive ones) are left out.
+        """
+        resources = [ConfigResource(ResourceType.TOPIC, name) for name in dict.fromkeys(names)]
+        if not resources:
+            return {}
+        configs: dict[str, dict[str, str]] = {}
+        for resource, future in self.admin.describe_configs(resources, request_timeout=timeout).items():
+            try:
+                entries = future.result(timeout=timeout + ADMIN_GRACE)
+            except KafkaException as exc:
+                raise KafkaClientError(f"cannot describe topic {resource.name}: {describe_error(exc)}") from exc
+            except FutureTimeout as exc:
+                raise KafkaClientError(
+                    f"cannot describe topic {resource.name}: no answer within {timeout + ADMIN_GRACE:g}s"
+                ) from exc
+            configs[resource.name] = {k: e.value for k, e in entries.items() if e.value is not None}
+        return configs
+
+    def topic_states(self, names: Iterable[str], timeout: float = 10.0) -> dict[str, TopicState]:
+        """Return the partition count and configs of those of ``names`` that exist."""
+        counts = self.partition_counts(names, timeout=timeout)
+        configs = self.topic_configs(counts, timeout=timeout)
+        return {name: TopicState(name, n, configs.get(name, {})) for name, n in counts.items()}
+
     def list_groups(self, timeout: float = 10.0) -> list[str]:
         """Return the ids of all consumer groups the cluster knows."""
         try:
@@ -126,11 +165,16 @@ class Cluster:
             raise KafkaClientError(f"cannot list consumer groups: no answer within {timeout + ADMIN_GRACE:g}s") from exc
         return sorted(g.group_id for g in result.valid)
 
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        """Block until the cluster answers a metadata request, or raise :class:`BrokerError`."""
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Block until the cluster answers a metadata request, or raise :class:`BrokerError`.
+
+        ``timeout`` defaults to ``STREAMML_CONNECT_TIMEOUT_SECONDS``.
+        """
+        timeout = self.settings.connect_timeout_seconds if timeout is None else timeout
         # A probe expects refused connections; librdkafka's log line for each is noise.
         try:
-            probe = AdminClient({**connection_config(self.settings), "log_level": 0})
+            config: dict[str, Any] = {**connection_config(self.settings), "log_level": 0, "error_cb": _ignore}
+            probe = AdminClient(config)
         except KafkaException as exc:
             raise KafkaClientError(f"cannot create admin client: {describe_error(exc)}") from exc
         deadline = time.monotonic() + timeout
@@ -147,25 +191,42 @@ class Cluster:
             + "; start one with 'streamml broker start' or set STREAMML_BOOTSTRAP_SERVERS"
         )
 
+    def require_topics(self, names: Iterable[str], *, timeout: float | None = None) -> None:
+        """Wait for the cluster (:meth:`wait_ready`), then raise :class:`MissingTopicError` unless every topic exists.
+
+        Commands check this before they read or write: librdkafka would
+        otherwise wait for a missing topic until its own timeouts (a produce
+        waits up to ``message.timeout.ms``, five minutes), and a broker that
+        auto-creates topics would make them with its defaults.
+        """
+        names = list(dict.fromkeys(names))
+        timeout = self.settings.connect_timeout_seconds if timeout is None else timeout
+        self.wait_ready(timeout)
+        found = self.partition_counts(names, timeout=timeout)
+        missing = [name for name in names if name not in found]
+        if missing:
+            raise MissingTopicError(missing, self.settings.bootstrap_servers)
+
     def create_topics(self, specs: Iterable[TopicSpec], timeout: float = 30.0) -> dict[str, str]:
         """Create topics idempotently and wait until metadata shows all of them.
 
-        Returns ``{topic: "created" | "exists"}``. An existing topic with a
-        different partition count is reported, not changed.
+        Returns ``{topic: "created" | "exists"}``. Existing topics whose
+        partitions or configs differ from their spec are left unchanged (see
+        :mod:`streamml.topic_state`); once the missing topics are created,
+        :class:`TopicMismatchError` names every one of them.
         """
         specs = list(specs)
         names = [s.name for s in specs]
-        existing = self.partition_counts(names, timeout=timeout)
+        existing = self.topic_states(names, timeout=timeout)
         outcome: dict[str, str] = {}
+        mismatches: list[str] = []
         new = []
         for spec in specs:
             if spec.name in existing:
-                outcome[spec.name] = "exists"
-                if existing[spec.name] != spec.partitions:
-                    logger.warning(
-                        "topic %s exists with %d partitions, expected %d; left unchanged",
-                        spec.name, existing[spec.name], spec.partitions,
-                    )
+                found = differences(spec, existing[spec.name])
+                outcome[spec.name] = "differs" if found else "exists"
+                if found:
+                    mismatches.append(describe_differences(spec.name, found))
             else:
                 new.append(
                     NewTopic(
@@ -201,4 +262,7 @@ class Cluster:
                 missing = sorted(set(names) - set(visible))
                 raise KafkaClientError(f"topics not visible after {timeout:g}s: {', '.join(missing)}")
             time.sleep(_CREATE_POLL_SECONDS)  # the condition is re-checked each turn
-        return {s.name: outcome[s.name] for s in specs}
+        outcome = {s.name: outcome[s.name] for s in specs}
+        if mismatches:
+            raise TopicMismatchError(mismatches, outcome)
+        return outcome

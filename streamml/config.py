@@ -149,6 +149,12 @@ class Settings:
     #: Longest a fetch waits for data; low so model updates travel fast
     #: (docs/embedded-broker.md#fetch-wait).
     fetch_wait_max_ms: int = 10
+    #: How long a command waits at start-up for the cluster to answer before
+    #: it fails with exit 3 (long-running ones retry on their own once connected).
+    connect_timeout_seconds: float = 10.0
+    #: ``streamml serve``: accept (and ignore) feature names the model never
+    #: learned from, instead of answering 422 naming them.
+    serve_allow_extra_features: bool = False
     log_level: str = "WARNING"
 
     def __post_init__(self) -> None:
@@ -242,10 +248,10 @@ _INT_FIELDS = {
 }
 _FLOAT_FIELDS = {
     "publish_every_seconds", "window_seconds", "max_event_future_seconds", "max_event_age_seconds",
-    "drift_psi_threshold", "label_ttl_seconds",
+    "drift_psi_threshold", "label_ttl_seconds", "connect_timeout_seconds",
 }
 _PATH_FIELDS = {"schema_path", "home", "model_signing_key_file"}
-_BOOL_FIELDS = {"development_mode"}
+_BOOL_FIELDS = {"development_mode", "serve_allow_extra_features"}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -318,6 +324,8 @@ def _validate(s: Settings) -> list[str]:
         problems.append(f"window_seconds: must be positive, got {s.window_seconds}")
     if not 1 <= s.broker_port <= 65535:
         problems.append(f"broker_port: must be between 1 and 65535, got {s.broker_port}")
+    if not 0 < s.connect_timeout_seconds <= 3600:
+        problems.append(f"connect_timeout_seconds: must be in (0, 3600], got {s.connect_timeout_seconds}")
     if s.session_timeout_ms < 1000:
         problems.append(f"session_timeout_ms: must be at least 1000, got {s.session_timeout_ms}")
     if s.fetch_wait_max_ms < 0:

@@ -244,9 +244,11 @@ def seal(
     ``golden_inputs`` are real input rows: the model's answers for them are
     recorded, and a consumer activates the model only if it reproduces them.
     A scikit-learn model's ``feature_names`` default to its
-    ``feature_names_in_``. Raises :class:`EnvelopeError` for a version outside
-    1..:data:`MAX_VERSION` and :class:`ModelTooLargeError` when the encoded
-    envelope would exceed ``max_bytes``.
+    ``feature_names_in_``; an online model's are every feature name it has
+    learned from (``streamml serve`` refuses requests naming others).
+    Raises :class:`EnvelopeError` for a version outside 1..:data:`MAX_VERSION`
+    and :class:`ModelTooLargeError` when the encoded envelope would exceed
+    ``max_bytes``.
     """
     if not 1 <= version <= MAX_VERSION:
         raise EnvelopeError(f"{model_name}: version {version} is outside 1..{MAX_VERSION}")
@@ -259,6 +261,9 @@ def seal(
         if not found:
             raise EnvelopeError(f"{model_name}: a scikit-learn model needs feature names (fit it on a DataFrame)")
         names = tuple(found)
+    elif feature_names is not None:
+        # An online model has no fitted columns: the learner names what it has seen.
+        names = tuple(feature_names)
     envelope = ModelEnvelope(
         model_name=model_name,
         version=version,

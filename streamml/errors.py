@@ -28,6 +28,8 @@ __all__ = [
     "StreamMLError",
     "ConfigError",
     "PortInUseError",
+    "MissingTopicError",
+    "TopicMismatchError",
     "BrokerError",
     "KafkaClientError",
     "SchemaError",
@@ -57,6 +59,34 @@ class ConfigError(StreamMLError):
 
 class PortInUseError(ConfigError):
     """A port a command was asked to listen on is taken: choose another (a usage error, exit 2)."""
+
+
+class MissingTopicError(ConfigError):
+    """Topics a command needs do not exist: the pipeline is not set up (a setup error, exit 2).
+
+    Nothing creates them implicitly; ``streamml topics create`` does.
+    """
+
+    def __init__(self, topics: list[str], bootstrap_servers: str) -> None:
+        self.topics = topics
+        names = ", ".join(topics)
+        super().__init__(
+            f"topic{'s' if len(topics) > 1 else ''} {names} not found on {bootstrap_servers}; "
+            "create the pipeline's topics with 'streamml topics create' (same STREAMML_NAMESPACE)"
+        )
+
+
+class TopicMismatchError(ConfigError):
+    """Existing topics differ from their spec (partitions, configs) and were left unchanged (a setup error, exit 2).
+
+    ``mismatches`` holds one line per topic; ``outcome`` what creation did
+    with every topic asked for (``created``, ``exists`` or ``differs``).
+    """
+
+    def __init__(self, mismatches: list[str], outcome: dict[str, str]) -> None:
+        self.mismatches = mismatches
+        self.outcome = outcome
+        super().__init__("; ".join(mismatches))
 
 
 class BrokerError(StreamMLError):

@@ -14,6 +14,7 @@ from typing import Any, Protocol, TypeVar, cast
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from streamml.client_errors import CLIENT_ERRORS, librdkafka_log_level
 from streamml.config import Settings
 from streamml.errors import DecodeError, KafkaClientError
 
@@ -47,10 +48,17 @@ def connection_config(settings: Settings) -> dict[str, Any]:
     config: dict[str, Any] = {
         "bootstrap.servers": settings.bootstrap_servers,
         "security.protocol": settings.security_protocol,
-        # librdkafka logs to stderr itself; keep its informational lines
-        # (e.g. "Purging unserved events" on close) out of the terminal. A
-        # Python logger callback is avoided: it can deadlock on client close.
-        "log_level": 4,
+        # librdkafka writes its log to stderr itself: a line per failed
+        # connection attempt floods a terminal when the broker is away. Off
+        # unless debug logging is asked for; errors come through error_cb.
+        # (A Python logger callback is avoided: it can deadlock on client close.)
+        "log_level": librdkafka_log_level(settings.log_level),
+        "error_cb": CLIENT_ERRORS,
+        # Never let a metadata request create a topic: the embedded broker
+        # (and a Kafka with auto.create.topics.enable) would make it with the
+        # broker's default partitions and configs, not the pipeline's
+        # (docs/embedded-broker.md#auto-create). Topics come from `streamml topics create`.
+        "allow.auto.create.topics": False,
     }
     if settings.sasl_mechanism:
         config["sasl.mechanism"] = settings.sasl_mechanism

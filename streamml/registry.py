@@ -12,6 +12,7 @@ version" is.
 
 from __future__ import annotations
 
+import difflib
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from typing import Any
 
 from streamml.cluster import Cluster
 from streamml.envelope import ModelEnvelope
+from streamml.errors import ConfigError
 from streamml.kafka import format_record, record_headers
 from streamml.model_control import ControlRecord, ServingState
 from streamml.models_topic import ControlEvent, ModelsTopicFolder, RecordRefused, VersionEvent
@@ -116,6 +118,25 @@ class ModelHistory:
     def served(self, model_name: str) -> int | None:
         """The version consumers of ``model_name`` are told to serve (``None`` when none is acceptable)."""
         return self.states[model_name].choose(self.acceptable(model_name))
+
+    def model_names(self) -> list[str]:
+        """The names of every model with at least one version on the topic, sorted."""
+        return sorted({r.model_name for r in self.versions if r.model_name and r.version is not None})
+
+    def require_model(self, model_name: str, topic: str) -> None:
+        """Raise :class:`ConfigError` (with a "did you mean") unless ``model_name`` has a version.
+
+        Read the history without a ``model_name`` filter first, or every
+        other model is invisible and no suggestion can be made.
+        """
+        names = self.model_names()
+        if model_name in names:
+            return
+        if not names:
+            raise ConfigError(f"no model {model_name!r} on {topic}: it holds no versions yet; run 'streamml learn'")
+        close = difflib.get_close_matches(model_name, names, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ConfigError(f"no model {model_name!r} on {topic}{hint}; models: {', '.join(names)}")
 
 
 def read_history(

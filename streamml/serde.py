@@ -19,22 +19,28 @@ event, and ``max_null_rate``, ``max_category_share``, ``max_unseen_share``
 (shares from 0 to 1) checked over a window of events by the distribution
 monitor of the stream processor. Avro
 tools ignore attributes they do not know, so the file stays a valid schema.
+The contract's rules and checks live in :mod:`streamml.contract`;
+:func:`load_event_schema` is how commands load the event schema, checked.
 """
 
 from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
+from streamml.contract import FieldRule, format_problems, parse_field, role_problems
 from streamml.errors import DecodeError, RecordError, SchemaError
+
+if TYPE_CHECKING:  # config imports this module (through records): no import cycle at run time
+    from streamml.config import Settings
 
 __all__ = [
     "SCHEMA_HEADER",
@@ -46,6 +52,7 @@ __all__ = [
     "DecodeError",
     "bundled_schema",
     "header_value",
+    "load_event_schema",
 ]
 
 SCHEMA_HEADER = "streamml.schema"
@@ -53,30 +60,6 @@ CONTENT_TYPE_HEADER = "content-type"
 AVRO_CONTENT_TYPE = b"application/avro"
 
 Headers = Sequence[tuple[str, bytes | None]] | None
-
-
-@dataclass(frozen=True)
-class FieldRule:
-    """One field of a schema with the data contract that applies to it."""
-
-    name: str
-    #: The non-null Avro type: "double", "float", "int", "long", "string", "boolean", ...
-    avro_type: str
-    nullable: bool
-    required: bool = False
-    minimum: float | None = None
-    maximum: float | None = None
-    allowed: tuple[Any, ...] | None = None
-    #: Batch-level rules, checked over a window of events by the distribution
-    #: monitor (never quarantining one event): the largest share of nulls, of
-    #: any one category, and of categories the reference never saw.
-    max_null_rate: float | None = None
-    max_category_share: float | None = None
-    max_unseen_share: float | None = None
-
-    @property
-    def numeric(self) -> bool:
-        return self.avro_type in ("double", "float", "int", "long")
 
 
 @dataclass(frozen=True)
@@ -89,27 +72,37 @@ class AvroSchema:
     rules: tuple[FieldRule, ...]
 
     @classmethod
-    def from_dict(cls, raw: Mapping[str, Any]) -> AvroSchema:
-        try:
-            parsed = fastavro.parse_schema(dict(raw))
-        except Exception as exc:  # fastavro raises several unrelated types
-            raise SchemaError(f"invalid Avro schema: {exc}") from exc
-        if not isinstance(parsed, dict) or parsed.get("type") != "record":
-            raise SchemaError("the event schema must be an Avro record")
-        fp = fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO")
-        rules = tuple(_field_rule(f) for f in parsed["fields"])
-        return cls(name=parsed["name"], parsed=parsed, fingerprint=fp, rules=rules)
+    def from_dict(cls, raw: Mapping[str, Any], *, source: str = "") -> AvroSchema:
+        """Parse a schema; raise :class:`SchemaError` naming every contract problem at once.
+
+        ``source`` (a file name) prefixes the message.
+        """
+        schema, problems = cls._parse(raw, source)
+        if problems:
+            raise SchemaError(format_problems(source or schema.name, problems))
+        return schema
 
     @classmethod
     def from_file(cls, path: str | Path) -> AvroSchema:
-        path = Path(path)
+        return cls.from_dict(_read(Path(path)), source=str(path))
+
+    @classmethod
+    def _parse(cls, raw: Mapping[str, Any], source: str) -> tuple[AvroSchema, list[str]]:
+        """The schema (ill-formed contract entries left out) and the problems of its contract."""
+        where = f"schema {source}: " if source else ""
         try:
-            raw = json.loads(path.read_text())
-        except FileNotFoundError as exc:
-            raise SchemaError(f"schema file not found: {path}") from exc
-        except (OSError, ValueError) as exc:
-            raise SchemaError(f"cannot read schema {path}: {exc}") from exc
-        return cls.from_dict(raw)
+            parsed = fastavro.parse_schema(dict(raw))
+        except Exception as exc:  # fastavro raises several unrelated types
+            raise SchemaError(f"{where}invalid Avro schema: {exc}") from exc
+        if not isinstance(parsed, dict) or parsed.get("type") != "record":
+            raise SchemaError(f"{where}the event schema must be an Avro record")
+        fp = fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO")
+        rules, problems = [], []
+        for field in parsed["fields"]:
+            rule, found = parse_field(field)
+            rules.append(rule)
+            problems += found
+        return cls(name=parsed["name"], parsed=parsed, fingerprint=fp, rules=tuple(rules)), problems
 
     @property
     def field_names(self) -> list[str]:
@@ -122,43 +115,38 @@ class AvroSchema:
         raise SchemaError(f"schema {self.name} has no field {name!r}")
 
 
-def _field_rule(field: Mapping[str, Any]) -> FieldRule:
-    ftype = field["type"]
-    nullable = False
-    if isinstance(ftype, list):
-        branches = [b for b in ftype if b != "null"]
-        nullable = len(branches) < len(ftype)
-        ftype = branches[0] if len(branches) == 1 else "union"
-    if isinstance(ftype, dict):
-        ftype = ftype.get("logicalType") or ftype.get("type", "complex")
-    contract = field.get("contract") or {}
-    if not isinstance(contract, Mapping):
-        raise SchemaError(f"field {field['name']!r}: 'contract' must be an object")
-    unknown = set(contract) - {"required", "min", "max", "allowed", *_SHARE_KEYS}
-    if unknown:
-        raise SchemaError(f"field {field['name']!r}: unknown contract keys {sorted(unknown)}")
-    for key in _SHARE_KEYS:
-        share = contract.get(key)
-        number = isinstance(share, (int, float)) and not isinstance(share, bool)
-        if share is not None and not (number and 0 <= share <= 1):
-            raise SchemaError(f"field {field['name']!r}: contract {key!r} must be a number from 0 to 1, got {share!r}")
-    allowed = contract.get("allowed")
-    return FieldRule(
-        name=field["name"],
-        avro_type=str(ftype),
-        nullable=nullable,
-        required=bool(contract.get("required", not nullable)),
-        minimum=contract.get("min"),
-        maximum=contract.get("max"),
-        allowed=tuple(allowed) if allowed is not None else None,
-        max_null_rate=contract.get("max_null_rate"),
-        max_category_share=contract.get("max_category_share"),
-        max_unseen_share=contract.get("max_unseen_share"),
-    )
+def load_event_schema(
+    settings: Settings,
+    path: str | Path | None = None,
+    *,
+    checks: Iterable[Callable[[AvroSchema], list[str]]] = (),
+) -> AvroSchema:
+    """The event schema at ``path`` (default ``settings.schema_path``), checked for what the pipeline needs.
+
+    Every command that reads or writes events loads its schema with this, so
+    a broken schema stops it at start-up: the contract must be well-formed
+    and the fields the settings give a role must fit it
+    (:func:`streamml.contract.role_problems`); ``checks`` add a component's
+    own (the stream processor's featurizer). Raises one :class:`SchemaError`
+    (exit 2) naming every problem, one line each.
+    """
+    path = Path(settings.schema_path if path is None else path)
+    schema, problems = AvroSchema._parse(_read(path), str(path))
+    problems += role_problems(schema.rules, settings)
+    for check in checks:
+        problems += check(schema)
+    if problems:
+        raise SchemaError(format_problems(str(path), problems))
+    return schema
 
 
-#: Contract keys of the batch-level rules: shares of a window, from 0 to 1.
-_SHARE_KEYS = ("max_null_rate", "max_category_share", "max_unseen_share")
+def _read(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise SchemaError(f"schema file not found: {path}") from exc
+    except (OSError, ValueError) as exc:
+        raise SchemaError(f"cannot read schema {path}: {exc}") from exc
 
 
 def bundled_schema(filename: str) -> AvroSchema:

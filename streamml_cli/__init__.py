@@ -40,12 +40,13 @@ def _register() -> None:
         produce,
         score,
         serve,
+        tail,
         topics,
     )
 
     for module in (
         broker, topics, keys, produce, process, deadletters, contract, drift, learn, model_registry, score, serve, lag,
-        demo,
+        tail, demo,
     ):
         for command in module.COMMANDS:
             cli.add_command(command)

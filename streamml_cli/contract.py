@@ -166,7 +166,7 @@ def _frame_from_topic(
     from streamml.serde import AvroSerde
 
     cluster = Cluster(settings)
-    cluster.wait_ready(timeout=10)
+    cluster.wait_ready()
     if not cluster.partitions(topic):
         raise ConfigError(f"topic {topic} does not exist (namespace {settings.namespace or 'none'})")
     serde = AvroSerde(writer)

@@ -46,13 +46,12 @@ def parse_since(text: str | None, now: float | None = None) -> int | None:
 def _letters(
     bootstrap_servers: str | None, namespace: str | None, reason: str | None, since: str | None
 ) -> tuple[Cluster, list[DeadLetter]]:
-    from stream_processors.quarantine import read_dead_letters
-
     settings = settings_from(bootstrap_servers=bootstrap_servers, namespace=namespace)
     cluster = Cluster(settings)
-    cluster.wait_ready(timeout=10)
-    if not cluster.partitions(cluster.topics.dead_letters):
-        raise ConfigError(f"topic {cluster.topics.dead_letters} does not exist; run 'streamml topics create'")
+    cluster.require_topics([cluster.topics.dead_letters])  # before the heavy import: a missing broker fails fast
+
+    from stream_processors.quarantine import read_dead_letters
+
     return cluster, read_dead_letters(cluster, rule=reason, since_ms=parse_since(since))
 
 

@@ -83,7 +83,7 @@ def drift(
     """Show each processor's newest monitoring window: statistics, drift scores and alerts."""
     settings = settings_from(bootstrap_servers=bootstrap_servers, namespace=namespace)
     cluster = Cluster(settings)
-    cluster.wait_ready(timeout=10)
+    cluster.wait_ready()
     view = read_drift(cluster, stream)
     if as_json:
         click.echo(json.dumps(_as_json(view), indent=2))

@@ -25,7 +25,7 @@ def lag(bootstrap_servers: str | None, namespace: str | None, group: str | None,
     """Print committed offset, log-end offset and lag per group and partition."""
     settings = settings_from(bootstrap_servers=bootstrap_servers, namespace=namespace)
     cluster = Cluster(settings)
-    cluster.wait_ready(timeout=10)
+    cluster.wait_ready()
     if group is not None:
         _check_group(cluster, group)
     report = pipeline_lag(cluster, group)

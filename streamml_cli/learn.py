@@ -47,7 +47,10 @@ def learn(
         publish_every_events=publish_every_events,
         publish_every_seconds=publish_every_seconds,
     )
-    from model_publisher.learning_loop import LearningLoop  # deferred: imports river
+    from model_publisher.catalog import build  # deferred: imports river
+    from model_publisher.learning_loop import LearningLoop
+
+    build(settings.model_spec)  # an unknown spec is a usage error, before any broker work
 
     def published(envelope: Any) -> None:
         m = envelope.metrics
@@ -60,6 +63,8 @@ def learn(
     with stop_on_signals() as stop:
         # Built first: a missing signing key is one error line, not a start line and then an error.
         loop = LearningLoop(settings, max_events=max_events, stop=stop, on_publish=published)
+        # Bounded start-up: no broker is exit 3 within STREAMML_CONNECT_TIMEOUT_SECONDS, missing topics exit 2.
+        loop.cluster.require_topics([*loop.inputs, loop.cluster.topics.models])
         click.echo(f"learning {settings.model_name} ({settings.model_spec}); Ctrl-C to stop")
         report = loop.run()
     resumed = f", resumed from v{report.resumed_from}" if report.resumed_from else ""

@@ -28,7 +28,7 @@ def _history(
 ) -> tuple[Cluster, ModelHistory]:
     settings = settings_from(bootstrap_servers=bootstrap_servers, namespace=namespace)
     cluster = Cluster(settings)
-    cluster.wait_ready(timeout=10)
+    cluster.require_topics([cluster.topics.models])
     return cluster, read_history(cluster, model_name=model_name)
 
 
@@ -116,10 +116,14 @@ def list_(bootstrap_servers: str | None, namespace: str | None, model_name: str 
 @click.argument("version", type=int)
 def show(bootstrap_servers: str | None, namespace: str | None, model_name: str, version: int) -> None:
     """Print one version's whole envelope as JSON: lineage, metrics, runtime, signer, golden check."""
-    _, history = _history(bootstrap_servers, namespace, model_name)
+    # Read every model, so an unknown name can be answered with the names that exist.
+    cluster, history = _history(bootstrap_servers, namespace, None)
+    history.require_model(model_name, cluster.topics.models)
     found = [r for r in history.versions if r.model_name == model_name and r.version == version]
     if not found:
-        known = ", ".join(f"v{r.version}" for r in history.versions if r.version is not None) or "none"
+        known = ", ".join(
+            f"v{r.version}" for r in history.versions if r.model_name == model_name and r.version is not None
+        )
         raise ConfigError(f"{model_name} has no version {version} (versions: {known})")
     record = found[-1]
     out: dict[str, Any] = {
@@ -161,7 +165,7 @@ def _issue(bootstrap_servers: str | None, namespace: str | None, name: str, acti
 
     settings = settings_from(bootstrap_servers=bootstrap_servers, namespace=namespace)
     cluster = Cluster(settings)
-    cluster.wait_ready(timeout=10)
+    cluster.require_topics([cluster.topics.models])
     record = issue_directive(cluster, name, action, version, reason=reason)
     click.echo(f"published {record.describe()}; consumers obey it within a second")
 

@@ -28,22 +28,48 @@ __all__ = ["COMMANDS"]
     multiple=True,
     help="Another schema producers may write with (older or newer version); repeatable.",
 )
+@click.option(
+    "--report-every",
+    "report_every",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Print the counts (consumed, featurized, quarantined by rule, lag) this often; 0: only when it stops.",
+)
 def process(
-    bootstrap_servers: str | None, namespace: str | None, schema_path: Path | None, writer_schemas: tuple[Path, ...]
+    bootstrap_servers: str | None,
+    namespace: str | None,
+    schema_path: Path | None,
+    writer_schemas: tuple[Path, ...],
+    report_every: float,
 ) -> None:
     """Validate raw events, quarantine bad ones and publish feature vectors.
 
-    Runs until interrupted (Ctrl-C or SIGTERM), then stops cleanly.
+    The schema and its contract are checked first (every problem on its own
+    line, exit 2); then it prints what it reads and writes, which fields
+    become features, and the counts every --report-every seconds and when it
+    stops. Runs until interrupted (Ctrl-C or SIGTERM), then stops cleanly.
     """
-    # Deferred: faust is heavy, and 'streamml --help' must stay fast.
-    from stream_processors.worker import run_worker
-    from streamml.serde import AvroSchema
+    # Pure parts only: faust is imported below, after the checks.
+    from stream_processors.features import featurizer_check
+    from streamml.serde import AvroSchema, load_event_schema
 
     settings = settings_from(bootstrap_servers=bootstrap_servers, namespace=namespace, schema_path=schema_path)
-    event_schema = AvroSchema.from_file(settings.schema_path)
+    event_schema = load_event_schema(settings, checks=[featurizer_check(settings)])
     writers = [AvroSchema.from_file(path) for path in writer_schemas]
-    Cluster(settings).wait_ready(timeout=15)
-    run_worker(settings, event_schema=event_schema, writer_schemas=writers)
+    cluster = Cluster(settings)
+    cluster.require_topics(cluster.topics.all())  # it reads and writes most of them
+    # Deferred, and after the checks: faust is heavy, and a missing broker must fail fast.
+    from stream_processors.worker import run_worker
+
+    run_worker(
+        settings, event_schema=event_schema, writer_schemas=writers, report=_echo, report_every=report_every
+    )
+
+
+def _echo(line: str) -> None:
+    click.echo(line)  # flushed by click: a pipe sees each line when it is printed
 
 
 COMMANDS = [process]

@@ -16,12 +16,17 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from producers.events import EventSource
+from producers.rejections import ON_ERROR_POLICIES, OnError, RejectedRow, RejectionLog, RowStopped
+from producers.resume import DEFAULT_ID_COLUMN
 from streamml.cluster import Cluster
-from streamml.errors import KafkaClientError
+from streamml.errors import ConfigError, KafkaClientError, RecordError
 from streamml_cli.options import connection_options, settings_from
 from streamml_cli.options import console as options_console
 
 __all__ = ["COMMANDS"]
+
+ON_ERROR_CHOICES: list[str] = list(ON_ERROR_POLICIES)
 
 
 @click.command("produce")
@@ -65,6 +70,33 @@ __all__ = ["COMMANDS"]
 @click.option(
     "--label-seed", type=int, default=0, show_default=True, help="With --label-delay: seed of the label delays."
 )
+@click.option(
+    "--on-error", type=click.Choice(ON_ERROR_CHOICES), default="stop", show_default=True,
+    help=(
+        "A row that does not fit the schema: 'stop' the run (exit 1, saying which rows were sent before it), "
+        "'skip' it (one stderr line per row, the first 20, then a total), or send it to the namespace's "
+        "dead-letter topic with its reason ('deadletter', stage 'ingest'; see 'streamml deadletters')."
+    ),
+)
+@click.option(
+    "--dry-run", is_flag=True,
+    help=(
+        "Read and check the whole source without connecting to the broker: coercion to the schema's types, "
+        "Avro encoding and the record key (not the data contract, which 'streamml process' applies). "
+        "Prints counts and the first problems; exit 0 if every row fits, 2 if any does not."
+    ),
+)
+@click.option(
+    "--resume", is_flag=True,
+    help=(
+        "Skip rows whose id (--id-column) is already on the destination topic, read first: rerun a "
+        "stopped or failed run without duplicates, from any machine."
+    ),
+)
+@click.option(
+    "--id-column", default=None, metavar="COL",
+    help="With --resume: the schema field that identifies a row [default: event_id, when the schema has it].",
+)
 def produce_command(
     bootstrap_servers: str | None,
     namespace: str | None,
@@ -78,28 +110,56 @@ def produce_command(
     label_delay: float | None,
     label_duplicates: float,
     label_seed: int,
+    on_error: OnError,
+    dry_run: bool,
+    resume: bool,
+    id_column: str | None,
 ) -> None:
     """Send events to Kafka, with a progress bar and a one-line summary.
 
-    Exits non-zero if any event (or delayed label) could not be delivered, or
-    if a file row does not fit the schema (the error names the row and the
-    field). With --label-delay the labels topic must exist, and the run ends
-    once the last label is sent, at most MAX_SECONDS after the last event.
+    With --label-delay the labels topic must exist, and the run ends once the
+    last label is sent, at most MAX_SECONDS after the last event.
+
+    Exit codes: 0 every row sent (or, with --on-error skip|deadletter, sent
+    or set aside) and delivered; 1 a row does not fit the schema (--on-error
+    stop: the error names the row and field, says how many rows before it
+    were sent and acknowledged, and how to resume); 2 bad options or schema,
+    the events (or dead-letter) topic missing, or --dry-run found rows that
+    do not fit; 3 broker unreachable, or events not delivered.
     """
     # deferred: keeps `streamml --help` fast
     from producers import open_source, produce
     from producers.labels import check_label_options
+    from producers.resume import resolve_id_column
 
     # Bad label options fail before any file is opened or connection made.
     check_label_options(label_delay, label_duplicates)
+    if id_column is not None and not resume:
+        raise ConfigError("--id-column applies to --resume only")
+    if dry_run and resume:
+        raise ConfigError("--dry-run does not connect to the broker, so it cannot --resume; drop one of them")
     settings = settings_from(bootstrap_servers=bootstrap_servers, namespace=namespace, schema_path=schema_path)
     # Open the source first: a bad path or a missing column fails before any connection.
     source = open_source(source_spec, settings, length=limit, seed=seed, bad_fraction=bad_fraction)
+    if dry_run:
+        _dry_run(source, settings.key_field, limit)
+        return
+    resume_by = resolve_id_column(source.schema, id_column) if resume else None
     cluster = Cluster(settings)
     target = topic or cluster.topics.raw_events
-    cluster.wait_ready(timeout=15)
-    if target not in cluster.partition_counts([target]):
-        raise KafkaClientError(f"topic {target} does not exist; create it with 'streamml topics create'")
+    # Missing topics are a setup error (exit 2) found before anything is read or sent.
+    cluster.require_topics([target] + ([cluster.topics.dead_letters] if on_error == "deadletter" else []))
+    skip_ids = None
+    if resume_by is not None:
+        from producers.resume import ids_on_topic
+
+        on_topic = ids_on_topic(cluster, target, source.schema, resume_by)
+        skip_ids = on_topic.ids
+        click.echo(
+            f"resuming: {len(on_topic.ids)} distinct {resume_by} values on {target} "
+            f"({on_topic.records} records); rows with those ids are not sent again",
+            err=True,
+        )
 
     total = limit if limit is not None else (len(cast(Sized, source)) if hasattr(source, "__len__") else None)
     console = options_console(stderr=True)
@@ -115,21 +175,46 @@ def produce_command(
         console=console,
         disable=not console.is_terminal,
     )
+    log = RejectionLog("dead-lettered" if on_error == "deadletter" else "skipped")
+
+    def on_rejected(rejected: RejectedRow) -> None:
+        line = log.add(rejected)
+        if line is not None:
+            # Through the progress bar's console, so a live bar is not torn; never wrapped.
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
+
     with progress:
         task: TaskID = progress.add_task("produce", total=total, delivered=0, rate=0.0)
-        report = produce(
-            settings,
-            source,
-            limit=limit,
-            rate=rate,
-            topic=target,
-            on_progress=lambda r: progress.update(task, completed=r.sent, delivered=r.delivered, rate=r.rate),
-            # produce() checks that the labels topic exists before sending anything.
-            label_delay=label_delay,
-            label_duplicates=label_duplicates,
-            label_seed=label_seed,
-        )
+        try:
+            report = produce(
+                settings,
+                source,
+                limit=limit,
+                rate=rate,
+                topic=target,
+                on_progress=lambda r: progress.update(task, completed=r.rows, delivered=r.delivered, rate=r.rate),
+                # produce() checks that the labels topic exists before sending anything.
+                label_delay=label_delay,
+                label_duplicates=label_duplicates,
+                label_seed=label_seed,
+                on_error=on_error,
+                on_rejected=on_rejected,
+                skip_ids=skip_ids,
+                id_column=resume_by or DEFAULT_ID_COLUMN,
+            )
+        except RowStopped as exc:
+            named = id_column is not None or DEFAULT_ID_COLUMN in source.schema.field_names
+            again = "--resume" if named else "--resume --id-column COL"
+            raise RecordError(f"{exc}; fix the row and rerun with {again} (or --on-error skip|deadletter)") from exc
+    total_line = log.total()
+    if total_line is not None:
+        click.echo(total_line, err=True)
     click.echo(report.summary())
+    if report.dead_letters_delivered != report.dead_lettered:
+        raise KafkaClientError(
+            f"{report.dead_lettered - report.dead_letters_delivered} of {report.dead_lettered} bad rows "
+            f"sent to {report.dead_letter_topic} were not delivered"
+        )
     if not report.ok:
         first = f"; first: {report.failures[0]}" if report.failures else ""
         undelivered = []
@@ -138,6 +223,23 @@ def produce_command(
         if report.labels_delivered != report.labels_sent:
             undelivered.append(f"{report.labels_sent - report.labels_delivered} of {report.labels_sent} labels")
         raise KafkaClientError(f"{' and '.join(undelivered)} were not delivered{first}")
+
+
+def _dry_run(source: EventSource, key_field: str, limit: int | None) -> None:
+    """Check every row without a broker; print the counts and first problems; :class:`DryRunFailed` if any."""
+    from producers.dry_run import DryRunFailed, dry_run
+
+    report = dry_run(source, key_field=key_field, limit=limit)
+    click.echo(report.summary())
+    for problem in report.problems:
+        click.echo(f"  {problem}")
+    if report.failed > len(report.problems):
+        click.echo(f"  ... and {report.failed - len(report.problems)} more")
+    if not report.ok:
+        raise DryRunFailed(
+            f"dry run: {report.failed} of {report.rows} rows do not fit schema {report.schema} "
+            f"(first: {report.problems[0]}); nothing was sent"
+        )
 
 
 COMMANDS = [produce_command]

@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from streamml.cluster import Cluster
 from streamml_cli.options import connection_options, settings_from, stop_on_signals
 
 __all__ = ["COMMANDS"]
@@ -19,6 +20,10 @@ def score(bootstrap_servers: str | None, namespace: str | None, max_events: int 
     """Predict every feature record with the newest model and write predictions."""
     settings = settings_from(bootstrap_servers=bootstrap_servers, namespace=namespace, model_name=model_name)
     from consumers.scorer import StreamScorer  # deferred: keeps 'streamml --help' light
+
+    cluster = Cluster(settings)
+    # Bounded start-up: no broker is exit 3 within STREAMML_CONNECT_TIMEOUT_SECONDS, missing topics exit 2.
+    cluster.require_topics([cluster.topics.features, cluster.topics.models, cluster.topics.predictions])
 
     with stop_on_signals() as stop:
         scorer = StreamScorer(settings, max_events=max_events, stop=stop)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from streamml.topics import Topics
+from streamml.cluster import Cluster
 from streamml_cli.options import connection_options, settings_from, stop_on_signals
 
 __all__ = ["COMMANDS"]
@@ -20,16 +20,25 @@ def serve(bootstrap_servers: str | None, namespace: str | None, host: str, port:
 
     Subscribes to the models topic and swaps each newer verified version in
     without failing or holding a request; answers 503 until the first model
-    is loaded.
+    is loaded. A request naming features the model never learned from (or
+    lacking one every learned row had) gets 422 naming them, unless
+    STREAMML_SERVE_ALLOW_EXTRA_FEATURES=true. A taken port exits 2.
     """
     from consumers.http_service import ModelServer  # deferred: keeps 'streamml --help' light
     from consumers.subscriber import ModelSubscriber
 
     settings = settings_from(bootstrap_servers=bootstrap_servers, namespace=namespace, model_name=model_name)
-    subscriber = ModelSubscriber(settings)
+    cluster = Cluster(settings)
+    # Bounded start-up: no broker is exit 3 within STREAMML_CONNECT_TIMEOUT_SECONDS, a missing topic exit 2.
+    cluster.require_topics([cluster.topics.models])
+    subscriber = ModelSubscriber(cluster)
     subscriber.on_swap(lambda old, new, envelope: click.echo(f"serving {settings.model_name} v{new} (was v{old})"))
-    with stop_on_signals() as stop, subscriber, ModelServer(subscriber, host=host, port=port) as server:
-        click.echo(f"listening on {server.url} for {settings.model_name} from {Topics.from_settings(settings).models}")
+    # The socket is bound before the subscriber starts: a taken port is one line, nothing left running.
+    server = ModelServer(
+        subscriber, host=host, port=port, allow_extra_features=settings.serve_allow_extra_features
+    )
+    with stop_on_signals() as stop, subscriber, server:
+        click.echo(f"listening on {server.url} for {settings.model_name} from {cluster.topics.models}")
         while not stop.wait(0.5):  # a timed wait keeps the main thread responsive to signals
             pass
 

@@ -14,10 +14,13 @@ import pytest
 
 from consumers import ModelSubscriber
 from consumers.http_service import ModelServer
+from model_publisher.learning_loop import LearningLoop
 from model_publisher.publisher import ModelPublisher
 from streamml.config import Settings
+from streamml.topics import Topics
 from tests.conftest import eventually
 from tests.integration.conftest import small_model
+from tests.integration.test_models_learner import produce_features
 
 pytestmark = pytest.mark.integration
 
@@ -97,3 +100,19 @@ def test_serve_command_answers_and_stops_on_sigterm(
     output = process.stdout.read() if process.stdout else ""
     assert code == 0, output
     assert f"serving {settings.model_name} v1" in output
+
+
+def test_a_learned_model_refuses_feature_names_it_never_learned_from(settings: Settings, topics: Topics) -> None:
+    """The README's old example body (demo names) against a model learned from other features: 422, not a score."""
+    produce_features(settings, topics, 600)
+    published: list[Any] = []
+    LearningLoop(settings, max_events=600, on_publish=published.append).run()
+    assert published and published[-1].feature_names == ("a", "b", "noise")
+    with ModelSubscriber(settings) as subscriber, ModelServer(subscriber, port=0) as server:
+        assert subscriber.wait_for_version(published[-1].version, timeout=30)
+        url = f"{server.url}/predict"
+        status, body = _post(url, {"features": {"age": 35, "salary": 52000}})
+        assert status == 422, body
+        error = body["error"]
+        assert error.startswith("features: unknown feature(s) age, salary") and "missing feature(s) a, b" in error
+        assert _post(url, {"features": {"a": 1.0, "b": 2.0, "noise": 0.5}})[0] == 200

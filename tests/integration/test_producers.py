@@ -113,7 +113,10 @@ def test_a_bad_record_stops_the_run_with_its_row_after_delivering_the_rows_befor
     bad: dict[str, Any] = {**good[2], "car": "red"}
     with pytest.raises(RecordError) as caught:
         produce(settings, ListSource([good[0], good[1], bad, good[2]]))
-    assert str(caught.value) == "row 3, field 'car': 'red' is not of type null or int"
+    assert str(caught.value) == (
+        "row 3, field 'car': 'red' is not of type null or int; rows 1-2 were sent and acknowledged"
+    )
+    assert (caught.value.row, caught.value.field) == (3, "car")
     assert len(list(read_to_end(Cluster(settings), topics.raw_events))) == 2
 
 

@@ -54,7 +54,10 @@ def test_a_bad_csv_row_is_one_error_line_naming_row_and_field(
     )
     result = run_cli(settings, "--source", str(path), "--topic", topics.features)
     assert result.returncode == 1
-    assert result.stderr == "streamml: error: row 3, field 'age': 'abc' is not an int\n"
+    assert result.stderr == (
+        "streamml: error: row 3, field 'age': 'abc' is not an int; rows 1-2 were sent and acknowledged; "
+        "fix the row and rerun with --resume (or --on-error skip|deadletter)\n"
+    )
     # The rows before the bad one were delivered, not lost.
     serde = AvroSerde(bundled_schema(DEMO_EVENTS_SCHEMA))
     features = read_to_end(Cluster(settings), topics.features)
@@ -68,9 +71,15 @@ def test_unknown_source_and_missing_topic_are_one_line_errors(settings: Settings
     assert result.stderr.startswith("streamml: error: unknown source 'events.xlsx': expected 'synthetic' or")
     assert len(result.stderr.splitlines()) == 1
 
-    result = run_cli(settings, "--limit", "5")  # this namespace has no topics
-    assert result.returncode == 3
+    result = run_cli(settings, "--limit", "5")  # this namespace has no topics: a setup error
+    assert result.returncode == 2
     assert result.stderr == (
-        f"streamml: error: topic {settings.namespace}events.raw.v1 does not exist; "
-        "create it with 'streamml topics create'\n"
+        f"streamml: error: topic {settings.namespace}events.raw.v1 not found on {settings.bootstrap_servers}; "
+        "create the pipeline's topics with 'streamml topics create' (same STREAMML_NAMESPACE)\n"
+    )
+
+    result = run_cli(settings, "--limit", "5", "--on-error", "deadletter")  # both topics named at once
+    assert result.returncode == 2
+    assert result.stderr.startswith(
+        f"streamml: error: topics {settings.namespace}events.raw.v1, {settings.namespace}events.raw.v1.dlq not found"
     )

@@ -385,7 +385,7 @@ def test_cli_topic_mode_decodes_with_the_writer_schema(
         def __init__(self, settings: object) -> None:
             pass
 
-        def wait_ready(self, timeout: float) -> None:
+        def wait_ready(self, timeout: float | None = None) -> None:
             pass
 
         def partitions(self, topic: str) -> list[int]:

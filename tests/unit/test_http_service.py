@@ -134,3 +134,55 @@ def test_bad_requests_get_a_clear_error(
 def test_unknown_paths_are_404(server: ModelServer) -> None:
     assert call(f"{server.url}/nope")[0] == 404
     assert call(f"{server.url}/nope", {"features": {"x": 1}})[0] == 404
+
+
+def named(version: int, golden: list[dict[str, float]], names: list[str]) -> ModelEnvelope:
+    return seal(
+        Threshold(0.5), model_name="m", version=version, flavor="river", signer=SIGNER,
+        golden_inputs=golden, feature_names=names,
+    )
+
+
+def test_unknown_and_missing_feature_names_are_422_naming_them(server: ModelServer, slot: ModelSlot) -> None:
+    # Learned from x, y and a one-hot car=4 / car=5: x and y are in every row, car=... in some.
+    golden = [{"x": 0.0, "y": 1.0, "car=4": 1.0}, {"x": 1.0, "y": 2.0, "car=5": 1.0}]
+    assert slot.offer(named(2, golden, ["car=4", "car=5", "x", "y"]))
+
+    status, body, _ = call(f"{server.url}/predict", {"features": {"x": 0.9, "y": 1.0, "salary": 5.0}})
+    assert status == 422 and "unknown feature(s) salary" in body["error"] and "learned from: car=4" in body["error"]
+
+    status, body, _ = call(f"{server.url}/predict", {"features": {"x": 0.9}})
+    assert status == 422 and "missing feature(s) y" in body["error"]
+
+    status, body, _ = call(f"{server.url}/predict", {"instances": [{"x": 0.9, "y": 1.0}, {"x": 0.1, "z": 1.0}]})
+    assert status == 422 and body["error"].startswith("instances[1]: unknown feature(s) z")
+
+    # A one-hot name seen in only some rows is known but never required.
+    status, body, _ = call(f"{server.url}/predict", {"features": {"x": 0.9, "y": 1.0, "car=5": 1.0}})
+    assert (status, body["model_version"], body["prediction"]) == (200, 2, 1)
+
+
+def test_extra_features_can_be_allowed(slot: ModelSlot) -> None:
+    assert slot.offer(named(2, [{"x": 0.0}], ["x"]))
+    with ModelServer(slot, port=0, allow_extra_features=True) as server:
+        status, body, _ = call(f"{server.url}/predict", {"features": {"x": 0.9, "salary": 5.0}})
+    assert (status, body["prediction"]) == (200, 1)
+
+
+def test_a_model_without_feature_names_accepts_any(server: ModelServer, slot: ModelSlot) -> None:
+    assert slot.offer(sealed(0.5, 1))  # an envelope that names no features (published before they were recorded)
+    assert call(f"{server.url}/predict", {"features": {"x": 0.9, "anything": 1.0}})[0] == 200
+
+
+def test_a_taken_port_is_a_usage_error_naming_it(slot: ModelSlot) -> None:
+    import socket
+
+    from streamml.errors import PortInUseError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(PortInUseError, match=f"port {port} on 127.0.0.1 is already in use") as caught:
+            ModelServer(slot, port=port)
+    assert caught.value.exit_code == 2
