@@ -70,8 +70,9 @@ class FeatureContract:
     """The feature names a model knows, and those every input it learned from had.
 
     ``known`` is the envelope's ``feature_names``; ``required`` the names
-    common to all its golden examples (real recent inputs), so one-hot names
-    such as ``car=4``, present in some rows only, are known but not required.
+    common to all its golden examples (real recent inputs) or, without
+    golden examples, the names that are not one-hot (``car=4``): one-hot
+    names are present in some rows only, so known but never required.
     A scikit-learn model requires every column it was fit on.
     """
 
@@ -84,8 +85,11 @@ class FeatureContract:
         if envelope.flavor == "sklearn":
             return cls(known, known)
         rows = [frozenset(g.features) for g in envelope.golden]
-        required = frozenset.intersection(*rows) & known if rows and known else frozenset()
-        return cls(known, required)
+        if rows:
+            return cls(known, frozenset.intersection(*rows) & known)
+        # No golden rows (the learner publishes none yet): every name but the
+        # processor's one-hot ones (``field=value``, present in some rows only).
+        return cls(known, frozenset(name for name in known if "=" not in name))
 
     def problems(self, names: Iterable[str]) -> tuple[list[str], list[str]]:
         """``(unknown, missing)`` names of a request, each sorted; both empty when it fits or nothing is known."""

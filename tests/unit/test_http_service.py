@@ -186,3 +186,10 @@ def test_a_taken_port_is_a_usage_error_naming_it(slot: ModelSlot) -> None:
         with pytest.raises(PortInUseError, match=f"port {port} on 127.0.0.1 is already in use") as caught:
             ModelServer(slot, port=port)
     assert caught.value.exit_code == 2
+
+
+def test_without_golden_rows_every_name_but_one_hot_ones_is_required(server: ModelServer, slot: ModelSlot) -> None:
+    assert slot.offer(named(4, [], ["car=4", "x", "y"]))
+    status, body, _ = call(f"{server.url}/predict", {"features": {"x": 0.9}})
+    assert status == 422 and "missing feature(s) y" in body["error"] and "car=4" not in body["error"].split(";")[-1]
+    assert call(f"{server.url}/predict", {"features": {"x": 0.9, "y": 1.0}})[0] == 200
