@@ -21,9 +21,10 @@ from streamml_cli.orchestration.demo import DemoOptions, run_demo
 
 pytestmark = pytest.mark.integration
 
-EVENTS = 4000
-# 10 s of stream: longer than the components' start-up, so the scorer is
-# live while the learner publishes, as in a real deployment.
+EVENTS = 8000
+# 20 s of stream: longer than the components' start-up (the processor's first
+# output comes about 12 s after it starts here), so the scorer is live while
+# the learner publishes, as in a real deployment.
 RATE = 400
 
 
