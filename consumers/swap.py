@@ -73,7 +73,8 @@ class FeatureContract:
     common to all its golden examples (real recent inputs) or, without
     golden examples, the names that are not one-hot (``car=4``): one-hot
     names are present in some rows only, so known but never required.
-    A scikit-learn model requires every column it was fit on.
+    A scikit-learn model requires every column it was fit on but the one-hot
+    ones (absent means 0.0 there too, see :class:`~streamml.sklearn_format.SklearnModel`).
     """
 
     known: frozenset[str]
@@ -83,7 +84,7 @@ class FeatureContract:
     def of(cls, envelope: ModelEnvelope) -> FeatureContract:
         known = frozenset(envelope.feature_names)
         if envelope.flavor == "sklearn":
-            return cls(known, known)
+            return cls(known, frozenset(name for name in known if "=" not in name))
         rows = [frozenset(g.features) for g in envelope.golden]
         if rows:
             return cls(known, frozenset.intersection(*rows) & known)

@@ -6,12 +6,27 @@ label (``learn_one``). So every metric is measured on data the model had not
 seen, without a held-out set. Unlabeled events are counted and skipped: they
 carry nothing to learn.
 
-The same test-then-train errors feed a river ADWIN detector: when it finds
-the error rate has risen (a concept drift the model has not caught up with),
-the learner logs one warning line and counts it in the metrics
+The metrics depend on the model's task (:func:`model_publisher.catalog.task`):
+
+classification
+    ``accuracy`` (over every learned event), ``rolling_accuracy`` (the last
+    :data:`ROLLING_WINDOW`), ``log_loss`` (over the ``n_scored_proba`` events
+    with probabilities);
+regression
+    ``mae`` and ``rmse`` (over the ``n_scored`` events with a numeric
+    prediction; a ``None`` prediction is not scored, as in river's
+    ``evaluate.progressive_val_score``) and ``rolling_mae``.
+
+Both report ``n_learned`` and ``n_seen``. For a classifier the same
+test-then-train errors feed a river ADWIN detector: when it finds the error
+rate has risen (a concept drift the model has not caught up with), the
+learner logs one warning line and counts it in the metrics
 (``error_rate_rises``, and ``error_rate_rise_at``, the ``n_learned`` of the
 last one). Falls in the error rate (the model learning, or adapting) are not
-counted.
+counted. A regressor gets no detector: its absolute errors have no fixed
+scale, and ADWIN's bound is meant for values in [0, 1], so a rise it flags
+would mean something different per target; watch ``rolling_mae`` against
+``mae`` instead.
 
 Delayed labels: :meth:`OnlineLearner.predict_ahead` predicts an event that
 has no label yet and remembers the prediction; :meth:`OnlineLearner.process_label`,
@@ -32,13 +47,14 @@ from typing import Any
 from river import metrics, utils
 from river.drift import ADWIN
 
+from model_publisher.catalog import Task, task
 from streamml.envelope import ModelEnvelope
 
 __all__ = ["OnlineLearner", "ROLLING_WINDOW", "partition_key"]
 
 logger = logging.getLogger(__name__)
 
-#: Events in the rolling accuracy window.
+#: Events in the rolling accuracy (or MAE) window.
 ROLLING_WINDOW = 1000
 #: Probabilities are clipped here so one confident mistake costs a finite loss.
 _PROBA_FLOOR = 1e-15
@@ -72,8 +88,13 @@ class OnlineLearner:
         error_rate_rise_at: int | None = None,
         n_predicted_late: int = 0,
         max_awaiting: int = 1_000_000,
+        mae: float | None = None,
+        rmse: float | None = None,
+        n_scored_regression: int = 0,
     ) -> None:
         self.model = model
+        #: ``classification`` or ``regression``: which metrics are kept.
+        self.task: Task = task(model)
         self.n_learned = n_learned
         self.n_seen = n_seen
         self.input_offsets: dict[str, int] = dict(input_offsets or {})
@@ -82,9 +103,14 @@ class OnlineLearner:
         self._n_correct = round((accuracy or 0.0) * n_learned)
         self._n_scored = n_scored
         self._loss_sum = (log_loss or 0.0) * n_scored
+        # Regression: sums of absolute and squared errors, recovered from the published means.
+        self._n_scored_regression = n_scored_regression
+        self._abs_sum = (mae or 0.0) * n_scored_regression
+        self._sq_sum = (rmse or 0.0) ** 2 * n_scored_regression
+        rolling_metric = metrics.MAE if self.task == "regression" else metrics.Accuracy
         # Typed as the base Metric: its get() is annotated (-> float), Accuracy's is not.
-        self._rolling: utils.Rolling[metrics.base.Metric] = utils.Rolling(metrics.Accuracy, window_size=rolling_window)
-        self._has_proba = callable(getattr(model, "predict_proba_one", None))
+        self._rolling: utils.Rolling[metrics.base.Metric] = utils.Rolling(rolling_metric, window_size=rolling_window)
+        self._has_proba = self.task == "classification" and callable(getattr(model, "predict_proba_one", None))
         self.error_rate_rises = error_rate_rises
         self.error_rate_rise_at = error_rate_rise_at
         # river leaves ADWIN's __init__ unannotated. Its window is not published: it restarts on resume.
@@ -114,6 +140,9 @@ class OnlineLearner:
             error_rate_rises=int(m.get("error_rate_rises", 0)),
             error_rate_rise_at=int(m["error_rate_rise_at"]) if "error_rate_rise_at" in m else None,
             n_predicted_late=int(m.get("n_predicted_late", 0)),
+            mae=m.get("mae"),
+            rmse=m.get("rmse"),
+            n_scored_regression=int(m.get("n_scored", 0)),
         )
 
     def process(self, x: dict[str, float], y: Any, *, topic: str, partition: int, offset: int) -> Any:
@@ -190,6 +219,14 @@ class OnlineLearner:
     def _learn_and_score(self, x: dict[str, float], y: Any, y_pred: Any, proba: Mapping[Any, float]) -> None:
         # Still test-then-train: the prediction was made before learning; the
         # metrics are only updated once learning succeeded too.
+        if self.task == "regression":
+            # The error first: a label that is not a number raises before the model learns it.
+            target = float(y)
+            error = target - float(y_pred) if y_pred is not None else None
+            self.model.learn_one(x, y)
+            self._score_regression(y, y_pred, error)
+            self.n_learned += 1
+            return
         self.model.learn_one(x, y)
         loss = None
         if proba:
@@ -202,6 +239,14 @@ class OnlineLearner:
             self._loss_sum += loss
             self._n_scored += 1
         self.n_learned += 1
+
+    def _score_regression(self, y: Any, y_pred: Any, error: float | None) -> None:
+        if error is None:
+            return  # nothing predicted yet: not scored (river skips it too)
+        self._abs_sum += abs(error)
+        self._sq_sum += error * error
+        self._n_scored_regression += 1
+        self._rolling.update(y, y_pred)
 
     def _watch_errors(self, wrong: bool) -> None:
         detector = self._errors
@@ -223,7 +268,9 @@ class OnlineLearner:
         self.input_offsets[key] = max(self.input_offsets.get(key, 0), offset + 1)
 
     def metrics(self) -> dict[str, float]:
-        """Return the envelope metrics: accuracy, rolling_accuracy, log_loss, counts."""
+        """Return the envelope metrics: accuracy, rolling_accuracy, log_loss (or mae, rmse, rolling_mae), counts."""
+        if self.task == "regression":
+            return self._regression_metrics()
         result = {
             "accuracy": self._n_correct / self.n_learned if self.n_learned else 0.0,
             "rolling_accuracy": float(self._rolling.obj.get()),
@@ -239,4 +286,19 @@ class OnlineLearner:
             result["n_awaiting_label"] = float(len(self._awaiting))
         if self._n_scored:
             result["log_loss"] = self._loss_sum / self._n_scored
+        return result
+
+    def _regression_metrics(self) -> dict[str, float]:
+        n = self._n_scored_regression
+        result = {
+            "mae": self._abs_sum / n if n else 0.0,
+            "rmse": math.sqrt(self._sq_sum / n) if n else 0.0,
+            "rolling_mae": float(self._rolling.obj.get()),
+            "n_learned": float(self.n_learned),
+            "n_seen": float(self.n_seen),
+            "n_scored": float(n),
+        }
+        if self.delayed:
+            result["n_predicted_late"] = float(self.n_predicted_late)
+            result["n_awaiting_label"] = float(len(self._awaiting))
         return result

@@ -16,10 +16,35 @@ older version's ``input_offsets`` (ignoring the committed offsets), and when
 no version can be resumed at all it trains a fresh model from the beginning
 of the features topic; both are logged as warnings.
 
+A fresh model retrains on the history of the features topic before it
+publishes: the end of every input partition is taken at start, and no version
+is published until the loop has read that far (one is published then, "caught
+up on N records of history"; the cadence goes on from there). Versions that
+have seen only a prefix of the history are never offered as current. Stopped
+before it caught up, the loop publishes nothing and stores no offsets, so the
+next start retrains from the beginning again. A resumed version continues at
+once: its chain already knew the history.
+
 A record the model cannot learn (e.g. a string label a linear model cannot
 take) is logged with its position, counted as skipped and stepped over, like
 an undecodable one: one poison record must not crash the learner into a
-replay loop.
+replay loop. A model that fails on every record is another matter: after
+``STREAMML_LEARNER_MAX_CONSECUTIVE_ERRORS`` failures in a row the loop stops
+with :class:`~streamml.errors.UnlearnableRecordsError`, naming the first of
+them, and (as always) no offset past the last published version is stored.
+
+Versions are gated (:mod:`model_publisher.champion`, ``docs/quality-gate.md``):
+when one is due and a champion is being served, the learner freezes a copy
+of its model, keeps learning, scores the copy and the champion on the next
+``STREAMML_GATE_EVENTS`` labelled events, and publishes the copy with the
+gate's decision; a refused one is withheld from consumers. The offsets
+stored are the frozen copy's, so the gate window is learned again after a
+crash. On the way out a waiting candidate is judged on the events it has.
+
+Another learner of the same model name fences this one's publisher
+(:mod:`model_publisher.publisher`): its next publish raises
+:class:`~streamml.errors.PublisherFencedError`, which ends the loop the same
+way, with nothing stored past its last published version.
 """
 
 from __future__ import annotations
@@ -33,16 +58,21 @@ from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
-from model_publisher.catalog import FLAVOR, build, describe, matches
+from model_publisher.catalog import FLAVOR, build, describe, matches, task
+from model_publisher.champion import Candidate, GatedPublishing
+from model_publisher.gate import QualityGate
 from model_publisher.learner import OnlineLearner, partition_key
 from model_publisher.policy import PublishPolicy
 from model_publisher.publisher import ModelPublisher
 from streamml.cluster import Cluster
 from streamml.config import Settings
 from streamml.envelope import GOLDEN_EXAMPLES, ModelEnvelope
-from streamml.errors import DecodeError, KafkaClientError, ModelTooLargeError
+from streamml.errors import DecodeError, KafkaClientError, ModelTooLargeError, UnlearnableRecordsError
 from streamml.kafka import decoded, describe_error, format_record, store_offsets
+from streamml.lag import watermarks
 from streamml.records import FeatureVector, RecordCodec
+from streamml.registry import read_history
+from streamml.trust import load_model
 
 __all__ = ["LearningLoop", "LearnReport"]
 
@@ -61,6 +91,12 @@ class LearnReport:
     published: int = 0
     resumed_from: int | None = None
     last_version: int | None = None
+    #: Versions the quality gate refused (published, withheld from consumers).
+    withheld: int = 0
+    #: Records of history a fresh model read before its first version (0: none to catch up on).
+    history: int = 0
+    #: The version published once a fresh model had caught up on the history.
+    caught_up_version: int | None = None
 
 
 class LearningLoop:
@@ -107,6 +143,19 @@ class LearningLoop:
         #: Whether the group's committed offsets belong to the model being
         #: trained (only when it resumed the newest published version).
         self._trust_committed = False
+        #: ``(topic, partition) -> end offset`` a fresh model must read before it
+        #: publishes; empty once caught up (or when there was nothing to catch up on).
+        self._history_ends: dict[tuple[str, int], int] = {}
+        #: Set once the loop publishes on its cadence: at start when there is no
+        #: history to catch up on, else when it was read (tests wait on it).
+        self.caught_up = threading.Event()
+        self._consecutive_errors = 0
+        self._first_error: tuple[str, str] | None = None
+        gate_on = self.settings.gate_events > 0
+        self._gating = GatedPublishing(None, window=self.settings.gate_events)
+        self._gate_on = gate_on
+        #: The waiting candidate's gate window is full: publish it after this record.
+        self._window_full = False
 
     def _initial_learner(self, committed: dict[tuple[str, int], int]) -> OnlineLearner:
         """Pick the model to continue and decide whether ``committed`` applies to it."""
@@ -198,6 +247,13 @@ class LearningLoop:
             consumer = self.cluster.group_consumer(self.cluster.groups.learner)
             committed = self._committed(consumer)
             learner = self._learner = self._initial_learner(committed)
+            if self._gate_on:
+                self._gating.gate = QualityGate(margin=self.settings.gate_margin, task=task(learner.model))
+                self._crown_served()
+            if self.report.resumed_from is None:
+                self._history_ends = self._history()
+            if not self._history_ends:
+                self.caught_up.set()
 
             def on_assign(c: Consumer, assigned: list[TopicPartition]) -> None:
                 for tp in assigned:
@@ -213,13 +269,19 @@ class LearningLoop:
                 budget = _BATCH if self.max_events is None else min(_BATCH, self.max_events - self.report.consumed)
                 for message, record in decoded(consumer.consume(budget, timeout=0.2), self._codec, on_skip=skip):
                     self._handle(learner, message, record)
+                    if self._window_full:
+                        self._publish_window(consumer)
                     # Checked per event, so "every N learned events" is exact.
-                    if self.policy.due():
+                    if self.caught_up.is_set() and self.policy.due():
                         self._publish(consumer, learner)
-                if self.policy.due():  # the time rule, when the stream is idle
+                if not self.caught_up.is_set():
+                    self._check_caught_up(consumer, learner)
+                elif self.policy.due():  # the time rule, when the stream is idle
                     self._publish(consumer, learner)
-            if self.policy.pending:
-                self._publish(consumer, learner)  # final version: nothing learned is left unpublished
+            if not self.caught_up.is_set():
+                self._stopped_catching_up(consumer)
+            elif self.policy.pending or self._gating.pending is not None:
+                self._publish(consumer, learner, final=True)  # final version: nothing learned is left unpublished
             else:
                 self._store(consumer, learner)  # only unlabeled/skipped events since the last publish
         finally:
@@ -227,6 +289,62 @@ class LearningLoop:
                 consumer.close()  # commits the offsets stored after the last publish
             self._publisher.close()
         return self.report
+
+    def _history(self) -> dict[tuple[str, int], int]:
+        """The end of every input partition that holds records: what a fresh model reads before it publishes.
+
+        Ends come from fetch responses (:func:`streamml.lag.watermarks`), right
+        on every broker (``docs/embedded-broker.md#list-offsets``).
+        """
+        wanted = [(topic, p) for topic in self.inputs for p in self.cluster.partitions(topic)]
+        marks = watermarks(self.cluster, wanted)
+        ends = {tp: high for tp, (low, high) in marks.items() if high > low}
+        self.report.history = sum(high - low for low, high in marks.values() if high > low)
+        if ends:
+            logger.info(
+                "fresh %s model: reading %d records of history on %s before publishing a version",
+                self.settings.model_spec, self.report.history, ", ".join(self.inputs),
+            )
+        return ends
+
+    def _check_caught_up(self, consumer: Consumer, learner: OnlineLearner) -> None:
+        """Publish once every assigned partition's position reached its history end (then the cadence applies).
+
+        The consumer's position moves past records that are never delivered
+        (a transaction's markers), so it, not the last offset + 1, says where
+        the loop stands. Partitions assigned to another group member are theirs.
+        """
+        assigned = [tp for tp in consumer.assignment() if (tp.topic, tp.partition) in self._history_ends]
+        if not assigned and not consumer.assignment():
+            return  # no assignment yet
+        behind = [
+            tp for tp in consumer.position(assigned)
+            if tp.offset < self._history_ends[(tp.topic, tp.partition)]
+        ]
+        if behind:
+            return
+        self._history_ends = {}
+        self.caught_up.set()
+        if not self.policy.pending:
+            logger.info("caught up on %d records of history; nothing learned, nothing to publish", self.report.history)
+            return
+        logger.info(
+            "caught up on %d records of history, publishing v%d", self.report.history, self._publisher.next_version
+        )
+        self._publish(consumer, learner)
+        self.report.caught_up_version = self.report.last_version
+
+    def _stopped_catching_up(self, consumer: Consumer) -> None:
+        """Stopped before the history was read: no version (it would be one trained on a prefix), no offsets."""
+        positions = {
+            (tp.topic, tp.partition): tp.offset for tp in consumer.position(consumer.assignment()) if tp.offset >= 0
+        }
+        read = sum(min(positions.get(tp, 0), end) for tp, end in self._history_ends.items())
+        logger.warning(
+            "stopped while a fresh %s model was catching up on the history (at %d of %d records): no version "
+            "published and no offsets stored, so the next start retrains from the beginning",
+            self.settings.model_spec, read, self.report.history,
+        )
 
     def _enough(self) -> bool:
         return self.max_events is not None and self.report.consumed >= self.max_events
@@ -257,25 +375,103 @@ class LearningLoop:
                 learner.process(record.features, label, topic=topic, partition=partition, offset=offset)
         except Exception as exc:  # noqa: BLE001 - any model error on one record: skip it, do not crash-loop
             self.report.skipped += 1
+            where = format_record(topic, partition, offset)
             logger.error(
                 "skipping feature record %s: the %s model cannot learn it (label %.80r): %s: %s",
-                format_record(topic, partition, offset), self.settings.model_spec, label, type(exc).__name__, exc,
+                where, self.settings.model_spec, label, type(exc).__name__, exc,
             )
             learner.advance(topic, partition, offset)
+            self._failed(where, exc)
             return
+        self._consecutive_errors = 0
+        self._first_error = None
         if label is not None:
             self.report.learned += 1
             self.policy.learned()
+            if self._gating.observe(record.features, label):
+                self._window_full = True
 
-    def _publish(self, consumer: Consumer, learner: OnlineLearner) -> None:
+    def _failed(self, where: str, exc: Exception) -> None:
+        """Count a record the model could not learn; stop after too many in a row."""
+        self._consecutive_errors += 1
+        if self._first_error is None:
+            self._first_error = (where, f"{type(exc).__name__}: {exc}")
+        if self._consecutive_errors < self.settings.learner_max_consecutive_errors:
+            return
+        first, error = self._first_error
+        last = self.report.last_version or self.report.resumed_from
+        raise UnlearnableRecordsError(
+            model_spec=self.settings.model_spec,
+            count=self._consecutive_errors,
+            first=first,
+            error=error,
+            since=f"v{last} was published" if last else "the learner started",
+        ) from exc
+
+    def _crown_served(self) -> None:
+        """Make the version consumers are served now the champion candidates must beat."""
+        name = self.settings.model_name
+        history = read_history(self.cluster, model_name=name)
+        served = history.served(name)
+        if served is None:
+            return
+        record = next(r for r in reversed(history.versions) if r.version == served and r.verdict is not None)
+        assert record.verdict is not None
+        try:
+            self._gating.crown(load_model(record.verdict), name, served)
+        except Exception as exc:  # noqa: BLE001 - a champion that does not load here: the next version is first
+            logger.warning(
+                "the served %s v%d does not load here (%s): the next version is not gated", name, served, exc
+            )
+
+    def _publish(self, consumer: Consumer, learner: OnlineLearner, *, final: bool = False) -> None:
+        """A version is due: publish it now, or hold it for its gate window (see the module doc)."""
+        gating = self._gating
+        if gating.pending is not None:
+            if not final:
+                return  # the waiting candidate's window is not full yet
+            self._publish_window(consumer)
+            if not self.policy.pending:
+                return
+        candidate = gating.freeze(
+            learner.model,
+            metrics=learner.metrics(),
+            n_learned=learner.n_learned,
+            input_offsets=learner.input_offsets,
+            feature_names=sorted(self._feature_names),
+        ) if self._gate_on else Candidate(
+            learner.model, learner.metrics(), learner.n_learned, dict(learner.input_offsets),
+            sorted(self._feature_names),
+        )
+        if gating.needs_window() and not final:
+            gating.hold(candidate)
+            self.policy.published()  # the cadence counts from the freeze
+            logger.info(
+                "%s candidate (n_learned=%d) waits for %d held-back events before the gate",
+                self.settings.model_name, candidate.n_learned, gating.window,
+            )
+            return
+        self._publish_candidate(consumer, candidate)
+
+    def _publish_window(self, consumer: Consumer) -> None:
+        self._window_full = False
+        candidate = self._gating.take_pending()
+        if candidate is not None:
+            self._publish_candidate(consumer, candidate, held=True)
+
+    def _publish_candidate(self, consumer: Consumer, candidate: Candidate, *, held: bool = False) -> None:
+        decision = self._gating.decide(candidate)
+        if decision is not None:
+            logger.info("gate for %s: %s", self.settings.model_name, decision.reason)
         started = time.monotonic()
         try:
             envelope = self._publisher.publish(
-                learner.model,
-                metrics=learner.metrics(),
-                n_learned=learner.n_learned,
-                input_offsets=learner.input_offsets,
-                feature_names=sorted(self._feature_names),
+                candidate.model,
+                metrics=candidate.metrics,
+                n_learned=candidate.n_learned,
+                input_offsets=candidate.input_offsets,
+                feature_names=candidate.feature_names,
+                lineage=None if decision is None else decision.lineage(),
             )
         except ModelTooLargeError as exc:
             # Fatal on purpose: skipping the publish would leave subscribers on
@@ -290,23 +486,32 @@ class LearningLoop:
                 limit=exc.limit,
                 setting="STREAMML_MAX_MODEL_TOTAL_BYTES",
                 advice=(
-                    f"learner stopped: the {self.settings.model_spec} model had learned {learner.n_learned} events. "
+                    f"learner stopped: the {self.settings.model_spec} model had learned {candidate.n_learned} events. "
                     f"It was not published and no offsets were stored since {since}, so a restart replays the same "
                     "events and reaches the same size again. Raise STREAMML_MAX_MODEL_TOTAL_BYTES "
                     "(larger models travel in chunks, each within STREAMML_MAX_MODEL_BYTES) or learn a model that "
                     "stays small (STREAMML_MODEL_SPEC / --model-spec, e.g. logistic)"
                 ),
             ) from exc
-        self.policy.published()
+        if not held:
+            self.policy.published()
+        if decision is None or decision.promoted:
+            self._gating.crown(candidate.model, envelope.model_name, envelope.version)
+        else:
+            self.report.withheld += 1
         self.report.published += 1
         self.report.last_version = envelope.version
         logger.info(
             "published %s v%d in %.0f ms", envelope.model_name, envelope.version, (time.monotonic() - started) * 1000
         )
         # Offsets are stored only now: the published model has learned everything before them.
-        self._store(consumer, learner, envelope.input_offsets)
+        self._store(consumer, self._learner_or_fail(), envelope.input_offsets)
         if self.on_publish is not None:
             self.on_publish(envelope)
+
+    def _learner_or_fail(self) -> OnlineLearner:
+        assert self._learner is not None  # set in run() before anything is published
+        return self._learner
 
     def _store(self, consumer: Consumer, learner: OnlineLearner, offsets: dict[str, int] | None = None) -> None:
         offsets = learner.input_offsets if offsets is None else offsets

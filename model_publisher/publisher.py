@@ -11,8 +11,20 @@ Versions of one model name are numbered 1, 2, 3, ... without reuse: at start
 the publisher reads the models topic (``streamml.registry``) and continues
 after the highest version it can *verify* (signed by a key it trusts), so a
 forged record cannot push the numbering around, and a restarted learner
-never publishes a number subscribers already hold. One publisher per model
-name is assumed; two at once would race for the same numbers.
+never publishes a number subscribers already hold.
+
+One publisher per model name, enforced by the broker where it can be
+(``docs/publishing.md``): the producer's ``transactional.id`` is derived from
+the models topic and the model name, and :meth:`ModelPublisher.start` calls
+``init_transactions`` *before* it reads the version history. So a newer
+publisher of the same name fences the older one (whose next publish raises
+:class:`~streamml.errors.PublisherFencedError`) and has any transaction the
+older one left open aborted before it computes its next number. Each version
+(its chunks and manifest, or the inline envelope) is one transaction: readers
+in ``read_committed`` see all of it or none of it. ``STREAMML_PUBLISHER_TRANSACTIONS``
+decides what happens on a broker without transactions (``auto``: plain
+produces, with one warning that fencing is off; two publishers would then
+race for the same numbers).
 
 A payload larger than one record (``STREAMML_MAX_MODEL_BYTES``) travels in
 chunks followed by a signed manifest (:mod:`streamml.transfer`), up to
@@ -26,19 +38,19 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from confluent_kafka import Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from streamml.cluster import Cluster
 from streamml.config import Settings
 from streamml.envelope import MAX_VERSION, ModelEnvelope, encode_envelope, envelope_headers, seal, sign
-from streamml.errors import ConfigError, EnvelopeError, ModelTooLargeError
-from streamml.kafka import Deliveries, produce
+from streamml.errors import ConfigError, EnvelopeError, KafkaClientError, ModelTooLargeError, PublisherFencedError
+from streamml.kafka import Deliveries, describe_error, kafka_error, produce
 from streamml.registry import VersionRecord, newest_authentic, next_version, read_versions
 from streamml.signing import SigningKey, signer_from_settings
 from streamml.transfer import chunk_envelope, chunk_serde
 from streamml.trust import TrustPolicy, load_model
 
-__all__ = ["ModelPublisher"]
+__all__ = ["ModelPublisher", "transactional_id"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,12 +58,24 @@ logger = logging.getLogger(__name__)
 #: a payload over ``max_model_bytes`` minus this travels in chunks of this much less.
 _RECORD_HEADROOM = 4096
 
+#: Errors that mean another producer took this transactional id over.
+_FENCED = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
+#: ``init_transactions`` errors that mean the broker has no transactions at all
+#: (``auto`` then falls back to plain produces).
+_UNSUPPORTED = {KafkaError._UNSUPPORTED_FEATURE, KafkaError.UNSUPPORTED_VERSION}
+
+
+def transactional_id(models_topic: str, model_name: str) -> str:
+    """The transactional id of the publisher of ``model_name`` on ``models_topic`` (namespace included)."""
+    return f"streamml-publisher.{models_topic}.{model_name}"
+
 
 class ModelPublisher:
     """Publish versions of ``settings.model_name`` to the models topic.
 
-    Call :meth:`start` first (it reads the topic to find the next version);
-    :meth:`publish` then blocks until the broker has acknowledged the record.
+    Call :meth:`start` first (it fences older publishers of the name, then
+    reads the topic to find the next version); :meth:`publish` then blocks
+    until the broker has acknowledged (and, in a transaction, committed) the version.
     """
 
     def __init__(self, cluster: Cluster | Settings, *, flavor: str = "river", delivery_timeout: float = 30.0) -> None:
@@ -70,6 +94,10 @@ class ModelPublisher:
         self._producer: Producer | None = None
         self._next: int | None = None
         self._history: list[VersionRecord] = []
+        self.transactional_id = transactional_id(self.topic, self.model_name)
+        #: Whether versions go out in transactions (known after :meth:`start`).
+        self.transactional = False
+        self._fenced: PublisherFencedError | None = None
 
     def start(self) -> int:
         """Read the models topic; return the version the next publish will use.
@@ -78,17 +106,56 @@ class ModelPublisher:
         exist (a publish to it would wait for ``message.timeout.ms``, then fail).
         """
         self.cluster.require_topics([self.topic])
+        # Fence first, read second: once init_transactions returns, an older
+        # publisher of this name can add nothing, so the history read next is
+        # final and the number computed from it is ours alone.
+        self._producer = self._make_producer()
         self._history = read_versions(self.cluster, model_name=self.model_name, policy=self._policy)
         self._next = next_version(self._history, self.model_name)
-        self._producer = self.cluster.producer(**{"linger.ms": 0})
         logger.info(
-            "publisher for %s starts at v%d (%d records on %s)",
+            "publisher for %s starts at v%d (%d records on %s, %s)",
             self.model_name,
             self._next,
             len(self._history),
             self.topic,
+            f"transactional id {self.transactional_id}" if self.transactional else "no transactions: fencing off",
         )
         return self._next
+
+    def _make_producer(self) -> Producer:
+        """A transactional producer, initialised (fencing older ones), or a plain one per the setting."""
+        mode = self.settings.publisher_transactions
+        if mode == "off":
+            self.transactional = False
+            return self.cluster.producer(**{"linger.ms": 0})
+        producer = self.cluster.producer(**{"linger.ms": 0, "transactional.id": self.transactional_id})
+        try:
+            producer.init_transactions(self.delivery_timeout)
+        except KafkaException as exc:
+            error = kafka_error(exc)
+            if error is None or error.code() not in _UNSUPPORTED:
+                raise KafkaClientError(
+                    f"cannot initialise transactions for {self.model_name} (transactional id {self.transactional_id})"
+                    f" on {self.settings.bootstrap_servers}: {describe_error(exc)}; they fence a second publisher "
+                    "of the same model (docs/publishing.md). STREAMML_PUBLISHER_TRANSACTIONS=off publishes "
+                    "without them"
+                ) from exc
+            if mode == "on":
+                raise ConfigError(
+                    f"STREAMML_PUBLISHER_TRANSACTIONS=on, but the broker at {self.settings.bootstrap_servers} does "
+                    f"not support transactions ({describe_error(exc)}); use a broker that does, or set it to auto "
+                    "or off (no fencing: two learners of one model would race for version numbers)"
+                ) from exc
+            logger.warning(
+                "the broker at %s does not support transactions (%s): publishing %s without them, so fencing is "
+                "off: a second learner of the same model would not be stopped and the two would race for version "
+                "numbers (STREAMML_PUBLISHER_TRANSACTIONS=on refuses to start instead)",
+                self.settings.bootstrap_servers, describe_error(exc), self.model_name,
+            )
+            self.transactional = False
+            return self.cluster.producer(**{"linger.ms": 0})
+        self.transactional = True
+        return producer
 
     @property
     def next_version(self) -> int:
@@ -151,7 +218,11 @@ class ModelPublisher:
         version number is not used) when the payload exceeds
         ``settings.max_model_total_bytes``; the error carries ``model_name``,
         ``version``, ``size`` and ``limit``. Raises :class:`KafkaClientError`
-        when the broker does not acknowledge it.
+        when the broker does not acknowledge it (in a transaction, it is
+        aborted), and :class:`~streamml.errors.PublisherFencedError` when a
+        newer publisher of the same name has started since (this one is then
+        done: every later publish raises it too). The version number is used
+        only when the publish succeeded.
         """
         version = self.next_version
         if version > MAX_VERSION:
@@ -180,8 +251,6 @@ class ModelPublisher:
                 model_name=self.model_name, version=version, size=envelope.payload_size,
                 limit=self.settings.max_model_total_bytes, setting="STREAMML_MAX_MODEL_TOTAL_BYTES",
             )
-        deliveries = Deliveries()
-        key = self.model_name.encode()
         value = None
         if envelope.payload_size <= limit - _RECORD_HEADROOM:
             # Inline unless the envelope's own fields (golden rows, lineage) push it over.
@@ -189,15 +258,63 @@ class ModelPublisher:
                 value = encode_envelope(envelope, max_bytes=limit)
             except ModelTooLargeError:
                 value = None
-        if value is None:  # decided from the payload size: a 5 MB model is never encoded whole
-            envelope, value = self._send_chunks(producer, envelope, key, deliveries)
-        produce(producer, self.topic, value, key=key, headers=envelope_headers(), on_delivery=deliveries)
-        deliveries.wait(producer, self.delivery_timeout, f"{self.model_name} v{version}")
+        if self.transactional:
+            envelope = self._in_transaction(producer, envelope, value)
+        else:
+            envelope = self._send(producer, envelope, value, Deliveries())
         self._next = version + 1
         return envelope
 
+    def _send(
+        self, producer: Producer, envelope: ModelEnvelope, value: bytes | None, deliveries: Deliveries | None
+    ) -> ModelEnvelope:
+        """Produce one version (inline, or chunks then manifest); with ``deliveries``, wait for every acknowledgement.
+
+        In a transaction there are none: ``commit_transaction`` waits for the
+        acknowledgements and fails if one is missing. (A delivery callback run
+        after the producer was fenced meets librdkafka's pending fatal error
+        and dies with a SystemError instead.)
+        """
+        key = self.model_name.encode()
+        if value is None:  # decided from the payload size: a 5 MB model is never encoded whole
+            envelope, value = self._send_chunks(producer, envelope, key, deliveries)
+        produce(producer, self.topic, value, key=key, headers=envelope_headers(), on_delivery=deliveries)
+        if deliveries is not None:
+            deliveries.wait(producer, self.delivery_timeout, f"{self.model_name} v{envelope.version}")
+        return envelope
+
+    def _in_transaction(self, producer: Producer, envelope: ModelEnvelope, value: bytes | None) -> ModelEnvelope:
+        """:meth:`_send` inside one transaction: committed whole, or aborted (the number stays unused)."""
+        what = f"{self.model_name} v{envelope.version}"
+        if self._fenced is not None:
+            raise self._fenced
+        try:
+            producer.begin_transaction()
+            sent = self._send(producer, envelope, value, None)
+            producer.commit_transaction(self.delivery_timeout)
+        except (KafkaException, KafkaClientError) as exc:
+            error = kafka_error(exc)
+            if error is not None and error.code() in _FENCED:
+                # Fenced is final: the producer can do nothing more (librdkafka then
+                # answers every call with a conflict), so every later publish says this.
+                self._fenced = PublisherFencedError(self.model_name, self.transactional_id, error.str())
+                raise self._fenced from exc
+            self._abort(what)
+            if isinstance(exc, KafkaClientError):
+                raise
+            raise KafkaClientError(f"{what} not published: {describe_error(exc)}") from exc
+        return sent
+
+    def _abort(self, what: str) -> None:
+        """Abort the open transaction after a failed publish (its records are then never read committed)."""
+        assert self._producer is not None
+        try:
+            self._producer.abort_transaction(self.delivery_timeout)
+        except KafkaException as exc:
+            logger.warning("aborting the transaction of %s failed: %s", what, describe_error(exc))
+
     def _send_chunks(
-        self, producer: Producer, envelope: ModelEnvelope, key: bytes, deliveries: Deliveries
+        self, producer: Producer, envelope: ModelEnvelope, key: bytes, deliveries: Deliveries | None
     ) -> tuple[ModelEnvelope, bytes]:
         """Produce the payload's chunks (in order, one partition); return the signed manifest and its bytes."""
         chunks, manifest = chunk_envelope(envelope, max(self.settings.max_model_bytes - _RECORD_HEADROOM, 1024))
@@ -215,7 +332,10 @@ class ModelPublisher:
     def close(self) -> None:
         """Release the producer (everything published was already flushed)."""
         if self._producer is not None:
-            self._producer.flush(self.delivery_timeout)
+            try:
+                self._producer.flush(self.delivery_timeout)
+            except KafkaException as exc:  # a fenced producer has nothing left to deliver
+                logger.debug("closing the publisher of %s: %s", self.model_name, describe_error(exc))
             self._producer = None
 
 

@@ -85,6 +85,14 @@ class Settings:
     publish_every_events: int = 2000
     #: ... or after this many seconds with at least one new learned event.
     publish_every_seconds: float = 30.0
+    #: Quality gate: labelled events a new version and the served champion are
+    #: both scored on before the version is promoted (held back: neither has
+    #: learned them). 0 turns the gate off: every version is served.
+    gate_events: int = 200
+    #: How much worse than the champion a candidate may score and still be
+    #: promoted: accuracy points (classification) or a fraction of the
+    #: champion's mean absolute error (regression).
+    gate_margin: float = 0.02
     #: Events the stream processor handles per batch (faust's per-event cost
     #: is high, so decoding, validation and featurization work on batches).
     processor_batch_size: int = 500
@@ -139,6 +147,14 @@ class Settings:
     #: Extra types skops may build for scikit-learn models, comma-separated
     #: (e.g. ``sklearn.tree._tree.Tree`` for tree ensembles).
     model_skops_trusted: str = ""
+    #: Fencing of a second publisher of one model name (``docs/publishing.md``):
+    #: ``auto`` publishes in Kafka transactions where the broker supports them
+    #: and falls back to plain produces (fencing off, one warning) where it
+    #: does not; ``on`` refuses to start without them; ``off`` never uses them.
+    publisher_transactions: str = "auto"
+    #: The learner stops with an error after this many consecutive records
+    #: its model cannot learn, instead of skipping the stream one line at a time.
+    learner_max_consecutive_errors: int = 100
     #: Port of the embedded broker started by ``streamml broker start``.
     broker_port: int = 9092
     #: Where the embedded broker keeps its pid file and log.
@@ -245,10 +261,13 @@ _INT_FIELDS = {
     "processor_batch_size",
     "drift_reference_events",
     "drift_window_events",
+    "gate_events",
+    "learner_max_consecutive_errors",
 }
 _FLOAT_FIELDS = {
     "publish_every_seconds", "window_seconds", "max_event_future_seconds", "max_event_age_seconds",
     "drift_psi_threshold", "label_ttl_seconds", "connect_timeout_seconds",
+    "gate_margin",
 }
 _PATH_FIELDS = {"schema_path", "home", "model_signing_key_file"}
 _BOOL_FIELDS = {"development_mode", "serve_allow_extra_features"}
@@ -310,12 +329,22 @@ def _validate(s: Settings) -> list[str]:
         problems.append(f"publish_every_seconds: must be positive, got {s.publish_every_seconds}")
     if s.max_event_future_seconds <= 0 or s.max_event_age_seconds <= 0:
         problems.append("max_event_future_seconds / max_event_age_seconds: must be positive")
+    if s.gate_events < 0:
+        problems.append(f"gate_events: must be 0 (gate off) or more, got {s.gate_events}")
+    if not 0 <= s.gate_margin <= 1:
+        problems.append(f"gate_margin: must be between 0 and 1, got {s.gate_margin}")
     if s.drift_window_events < 0:
         problems.append(f"drift_window_events: must be 0 (off) or more, got {s.drift_window_events}")
     if s.drift_reference_events < 100:
         problems.append(f"drift_reference_events: must be at least 100, got {s.drift_reference_events}")
     if not s.drift_psi_threshold > 0:
         problems.append(f"drift_psi_threshold: must be positive, got {s.drift_psi_threshold}")
+    if s.publisher_transactions not in ("auto", "on", "off"):
+        problems.append(f"publisher_transactions: expected auto, on or off, got {s.publisher_transactions!r}")
+    if s.learner_max_consecutive_errors < 1:
+        problems.append(
+            f"learner_max_consecutive_errors: must be at least 1, got {s.learner_max_consecutive_errors}"
+        )
     if s.label_mode not in ("inline", "delayed"):
         problems.append(f"label_mode: expected inline or delayed, got {s.label_mode!r}")
     if not s.label_ttl_seconds > 0:

@@ -6,6 +6,7 @@ clear line::
 
     StreamMLError
     ├── ConfigError              a setting is missing, malformed or out of range
+    │   └── PublisherFencedError another publisher of the same model name took over
     ├── BrokerError              the embedded broker cannot start, stop or be reached
     ├── KafkaClientError         a Kafka client call failed (translated from librdkafka)
     ├── SchemaError              an Avro schema or data contract cannot be loaded
@@ -15,6 +16,7 @@ clear line::
     ├── EnvelopeError            a model envelope cannot be trusted or loaded
     │   └── ModelTooLargeError   an envelope is over the topic's message size limit
     ├── ModelNotReadyError       a prediction was asked for before any model was loaded
+    ├── UnlearnableRecordsError  the learner met too many consecutive records its model cannot learn
     ├── SourceError              an event source (file, generator) cannot be read
     └── ComponentError           a supervised pipeline component exited unexpectedly
 
@@ -30,6 +32,7 @@ __all__ = [
     "PortInUseError",
     "MissingTopicError",
     "TopicMismatchError",
+    "PublisherFencedError",
     "BrokerError",
     "KafkaClientError",
     "SchemaError",
@@ -39,6 +42,7 @@ __all__ = [
     "EnvelopeError",
     "ModelTooLargeError",
     "ModelNotReadyError",
+    "UnlearnableRecordsError",
     "SourceError",
     "ComponentError",
 ]
@@ -87,6 +91,26 @@ class TopicMismatchError(ConfigError):
         self.mismatches = mismatches
         self.outcome = outcome
         super().__init__("; ".join(mismatches))
+
+
+class PublisherFencedError(ConfigError):
+    """A newer publisher of the same model name fenced this one (a setup error, exit 2: run one learner per model).
+
+    Raised by :meth:`model_publisher.publisher.ModelPublisher.publish` when
+    the broker refuses this publisher's transactional id because another
+    producer initialised it since. Nothing this publisher had not published
+    is lost: its consumer offsets were stored only for published versions,
+    so the publisher that took over learns the rest again.
+    """
+
+    def __init__(self, model_name: str, transactional_id: str, cause: str) -> None:
+        self.model_name = model_name
+        self.transactional_id = transactional_id
+        super().__init__(
+            f"another learner for model {model_name} took over publishing (transactional id {transactional_id}: "
+            f"{cause}): this one stops; nothing it had not published is lost (its offsets were stored only for "
+            "published versions); run one learner per model name"
+        )
 
 
 class BrokerError(StreamMLError):
@@ -170,6 +194,26 @@ class ModelTooLargeError(EnvelopeError):
 
 class ModelNotReadyError(StreamMLError):
     """No model has been loaded yet; serving code must treat this as 'not ready'."""
+
+
+class UnlearnableRecordsError(StreamMLError):
+    """The model raised on ``count`` records in a row: the learner stops instead of skipping the stream (exit 1).
+
+    ``first`` is the ``topic[partition]@offset`` of the first failing record
+    of the run. No offset past the last published version was stored, so a
+    restart after the fix learns those records again.
+    """
+
+    def __init__(self, *, model_spec: str, count: int, first: str, error: str, since: str) -> None:
+        self.model_spec = model_spec
+        self.count = count
+        self.first = first
+        super().__init__(
+            f"learner stopped: the {model_spec} model failed to learn {count} consecutive feature records, "
+            f"the first at {first} ({error}); no offsets were stored since {since}, so a restart learns them "
+            "again once the model or the data is fixed (STREAMML_LEARNER_MAX_CONSECUTIVE_ERRORS: how many in a "
+            "row stop it)"
+        )
 
 
 class SourceError(StreamMLError):

@@ -12,6 +12,7 @@ version" is.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import logging
 from collections import defaultdict
@@ -25,7 +26,7 @@ from streamml.kafka import format_record, record_headers
 from streamml.model_control import ControlRecord, ServingState
 from streamml.models_topic import ControlEvent, ModelsTopicFolder, RecordRefused, VersionEvent
 from streamml.reader import read_to_end
-from streamml.trust import TrustPolicy, Verdict
+from streamml.trust import TrustPolicy, Verdict, unwithheld
 
 __all__ = [
     "VersionRecord",
@@ -203,6 +204,16 @@ def next_version(records: list[VersionRecord], model_name: str) -> int:
 
 
 def newest_authentic(records: list[VersionRecord], model_name: str) -> list[VersionRecord]:
-    """Return ``model_name``'s acceptable records (``status == "ok"``), newest version first."""
-    ok = [r for r in records if r.reason is None and r.model_name == model_name and r.verdict is not None]
+    """Return ``model_name``'s resumable records, newest version first.
+
+    Those are the acceptable ones (``status == "ok"``) and the ones only the
+    quality gate withheld from serving (loadable here: their learner may
+    continue from them); their verdicts are made loadable
+    (:func:`~streamml.trust.unwithheld`).
+    """
+    ok = [
+        dataclasses.replace(r, verdict=unwithheld(r.verdict))
+        for r in records
+        if r.model_name == model_name and r.verdict is not None and (r.reason is None or r.verdict.withheld)
+    ]
     return sorted(ok, key=lambda r: (r.version or 0, r.offset), reverse=True)

@@ -21,6 +21,28 @@ Allowlist entries come in two forms:
 Some river subpackages read files or the network (:data:`REFUSED_PACKAGES`);
 their globals are refused whatever the allowlist says. Use
 :func:`referenced_globals` to see what a payload needs without loading it.
+
+Bound methods: a model holding one (``TargetStandardScaler`` keeps its own
+``_scale``) pickles it as ``builtins.getattr(obj, "name")``. ``getattr`` is
+never on the allowlist (with it a payload walks from any object to
+``__globals__`` and ``eval``); in its place the unpickler gets a guarded one
+that returns only a method bound to an object of a ``package.*`` class, the
+method defined in that package, its name not a dunder. Anything else is
+refused as ``builtins.getattr``.
+
+What a model may contain, catalog or import-path spec
+(``STREAMML_MODEL_SPEC=package.module:factory``) alike: river estimators,
+pipelines, unions and wrappers with their river parameters (optimizers,
+losses, schedulers, drift detectors, statistics, other river models), plain
+data, numpy arrays, bound methods of those river objects, and the few
+pure functions listed below (``math.log1p``/``math.expm1`` and
+``math.log``/``math.exp`` for ``compose.TargetTransformRegressor``, river's
+euclidean distance for the nearest-neighbour models). Not loadable without an
+``extra_allowed`` entry (``STREAMML_MODEL_PICKLE_ALLOW`` on the consumers):
+the user's own classes and functions (a lambda never pickles at all), other
+stdlib functions, and river helpers that hold one (``feature_extraction.Agg``
+keeps ``copy.deepcopy``). ``tests/unit/test_safe_pickle.py`` loads a table of
+typical river pipelines and names the ones that need an entry.
 """
 
 from __future__ import annotations
@@ -39,7 +61,7 @@ from streamml.errors import ConfigError, EnvelopeError
 
 __all__ = ["DEFAULT_ALLOWED", "REFUSED_PACKAGES", "UnsafePayloadError", "referenced_globals", "safe_loads"]
 
-#: Enough for the catalog's models, river forests, adaptive trees and scaled pipelines (checked by the tests).
+#: Enough for the catalog's models and typical river pipelines (checked by the tests).
 DEFAULT_ALLOWED: tuple[str, ...] = (
     # Plain data types only (models use float and int): never eval, exec, getattr, open, __import__, type...
     "builtins:bool",
@@ -72,6 +94,14 @@ DEFAULT_ALLOWED: tuple[str, ...] = (
     "numpy._core.multiarray:_reconstruct",
     "numpy._core.multiarray:scalar",
     "numpy._core.numeric:_frombuffer",
+    # Pure functions of one number, held by river models: TargetTransformRegressor(func=, inverse_func=),
+    # HoeffdingAdaptiveTreeRegressor (NormalDist, a mean and a deviation), the KNN models' default distance.
+    "math:exp",
+    "math:expm1",
+    "math:log",
+    "math:log1p",
+    "statistics:NormalDist",
+    "river._river_rust.vectordict:euclidean_distance_tuple",
     "river.*",
 )
 
@@ -111,6 +141,8 @@ class _Allowlist:
     def resolve(self, module: str, name: str) -> Any:
         """Return the global ``module.name`` if allowed; raise :class:`UnsafePayloadError` otherwise."""
         global_name = f"{module}.{name}"
+        if (module, name) == ("builtins", "getattr") and (module, name) not in self.exact:
+            return self.bound_method
         if any(_within(module, refused) for refused in REFUSED_PACKAGES):
             raise UnsafePayloadError(global_name, f"{module} reads files or the network")
         exact = (module, name) in self.exact
@@ -128,6 +160,23 @@ class _Allowlist:
         if reason:
             raise UnsafePayloadError(global_name, reason)
         return obj
+
+
+    def bound_method(self, obj: Any, name: Any) -> Any:
+        """The guarded ``getattr`` of a payload: ``obj.name`` only if it is a method bound to a ``package.*`` object."""
+        cls = type(obj)
+        what = f"getattr({cls.__module__}.{cls.__qualname__} object, {name!r})"
+        if not (isinstance(name, str) and name.isidentifier()) or (name.startswith("__") and name.endswith("__")):
+            raise UnsafePayloadError("builtins.getattr", f"{what} names no plain method")
+        package = next((p for p in self.packages if _within(cls.__module__, p)), None)
+        if package is None or any(_within(cls.__module__, refused) for refused in REFUSED_PACKAGES):
+            raise UnsafePayloadError("builtins.getattr", f"{what}: only methods of allowed-package objects are reached")
+        method = getattr(obj, name)
+        defined_in = getattr(getattr(method, "__func__", None), "__module__", None)
+        bound = isinstance(method, types.MethodType) and method.__self__ is obj
+        if not bound or not isinstance(defined_in, str) or not _within(defined_in, package):
+            raise UnsafePayloadError("builtins.getattr", f"{what} is not a method of {package} bound to that object")
+        return method
 
 
 def _kind_refusal(obj: Any, package: str) -> str | None:

@@ -24,7 +24,15 @@ from streamml.errors import EnvelopeError
 if TYPE_CHECKING:
     import pandas
 
-__all__ = ["UntrustedTypesError", "dump_sklearn", "untrusted_types", "load_sklearn", "feature_names", "SklearnModel"]
+__all__ = [
+    "UntrustedTypesError",
+    "dump_sklearn",
+    "untrusted_types",
+    "load_sklearn",
+    "feature_names",
+    "one_hot",
+    "SklearnModel",
+]
 
 
 class UntrustedTypesError(EnvelopeError):
@@ -90,6 +98,11 @@ def feature_names(estimator: Any) -> list[str] | None:
     return None if names is None else [str(name) for name in names]
 
 
+def one_hot(name: str) -> bool:
+    """Whether ``name`` is a one-hot feature (``field=value``): absent from a record means 0.0."""
+    return "=" in name
+
+
 def _plain(value: Any) -> Any:
     """A numpy scalar as the equivalent Python value; anything else unchanged."""
     import numpy
@@ -102,7 +115,10 @@ class SklearnModel:
 
     Each record is turned into a one-row DataFrame with columns ``feature_names``
     (in that order), so the estimator sees the names it was fit with; keys of the
-    record that are not features are ignored. Results are plain Python values.
+    record that are not features are ignored. A one-hot feature (``field=value``,
+    the processor's encoding of a category) absent from a record is 0.0, as in
+    training (:mod:`model_publisher.snapshot`); any other absent feature is an
+    error naming it. Results are plain Python values.
     Batch models are not learned online, so there is no ``learn_one``.
     """
 
@@ -115,7 +131,7 @@ class SklearnModel:
         self.feature_names: tuple[str, ...] = tuple(feature_names)
 
     def _missing(self, present: Any) -> None:
-        missing = [name for name in self.feature_names if name not in present]
+        missing = [name for name in self.feature_names if name not in present and not one_hot(name)]
         if missing:
             raise ValueError(f"missing features {missing} (the model needs {list(self.feature_names)})")
 
@@ -123,7 +139,8 @@ class SklearnModel:
         import pandas
 
         self._missing(x)
-        return pandas.DataFrame([[x[name] for name in self.feature_names]], columns=list(self.feature_names))
+        row = [x[name] if name in x else 0.0 for name in self.feature_names]
+        return pandas.DataFrame([row], columns=list(self.feature_names))
 
     def predict_one(self, x: Mapping[str, Any]) -> Any:
         """The estimator's prediction for one record (a class label or a number)."""
@@ -139,6 +156,9 @@ class SklearnModel:
     def predict_many(self, X: pandas.DataFrame) -> list[Any]:
         """Predictions for every row of ``X`` (which must have every feature column), in row order."""
         self._missing(X.columns)
+        absent = [name for name in self.feature_names if name not in X.columns]
+        if absent:
+            X = X.assign(**{name: 0.0 for name in absent})
         return [_plain(value) for value in self.estimator.predict(X[list(self.feature_names)])]
 
     def __repr__(self) -> str:

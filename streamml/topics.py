@@ -127,7 +127,7 @@ class Topics:
 
 
 #: Purposes of the short-lived, never-committing consumers (``Groups.ephemeral``).
-EPHEMERAL_PURPOSES = ("reader", "lag-probe", "subscriber", "monitor")
+EPHEMERAL_PURPOSES = ("reader", "lag-probe", "subscriber", "monitor", "gate")
 
 
 @dataclass(frozen=True)

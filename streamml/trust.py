@@ -22,6 +22,11 @@ A consumer loads a model only after, in this order:
 :func:`assess` does 1 and 2 once per envelope and returns a :class:`Verdict`
 that the registry, the publisher, the subscriber and the serving slot all act
 on; :func:`load_model` does 3 and 4 for an acceptable verdict.
+
+A version that passes 1 and 2 but whose signed lineage says the quality gate
+refused it (``lineage["gate"] == "refused"``, see
+:mod:`model_publisher.gate`) is *withheld*: authentic (it counts in the
+version sequence, and its learner may resume from it) but never served.
 """
 
 from __future__ import annotations
@@ -47,7 +52,20 @@ from streamml.envelope import (
 from streamml.errors import EnvelopeError
 from streamml.signing import Keyring
 
-__all__ = ["TrustPolicy", "Verdict", "assess", "refused", "manifest_problem", "load_model", "check_golden"]
+__all__ = [
+    "GATE_KEY",
+    "TrustPolicy",
+    "Verdict",
+    "assess",
+    "refused",
+    "manifest_problem",
+    "load_model",
+    "check_golden",
+    "unwithheld",
+]
+
+#: Lineage key holding the quality gate's decision: ``promoted`` or ``refused``.
+GATE_KEY = "gate"
 
 _HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
 
@@ -101,6 +119,8 @@ class Verdict:
     acceptable: bool
     reason: str | None
     policy: TrustPolicy = field(repr=False, compare=False, default_factory=TrustPolicy)
+    #: Authentic and loadable, but the quality gate refused it: never served.
+    withheld: bool = False
 
     @property
     def version(self) -> int:
@@ -125,7 +145,24 @@ def assess(envelope: ModelEnvelope, policy: TrustPolicy) -> Verdict:
         problem = _runtime_problem(envelope)
         if problem is not None:
             return Verdict(envelope, authentic=True, acceptable=False, reason=problem, policy=policy)
+    if envelope.lineage.get(GATE_KEY) == "refused":
+        why = envelope.lineage.get("gate_reason", "no reason recorded")
+        return Verdict(
+            envelope,
+            authentic=True,
+            acceptable=False,
+            reason=f"{envelope.model_name} v{envelope.version}: withheld by the quality gate: {why}",
+            policy=policy,
+            withheld=True,
+        )
     return Verdict(envelope, authentic=True, acceptable=True, reason=None, policy=policy)
+
+
+def unwithheld(verdict: Verdict) -> Verdict:
+    """A withheld verdict made loadable (for the learner resuming its own state; never for serving)."""
+    if not verdict.withheld:
+        return verdict
+    return Verdict(verdict.envelope, authentic=True, acceptable=True, reason=None, policy=verdict.policy)
 
 
 def manifest_problem(envelope: ModelEnvelope, policy: TrustPolicy) -> str | None:

@@ -42,11 +42,12 @@ def _register() -> None:
         serve,
         tail,
         topics,
+        train_batch,
     )
 
     for module in (
-        broker, topics, keys, produce, process, deadletters, contract, drift, learn, model_registry, score, serve, lag,
-        tail, demo,
+        broker, topics, keys, produce, process, deadletters, contract, drift, learn, train_batch, model_registry, score,
+        serve, lag, tail, demo,
     ):
         for command in module.COMMANDS:
             cli.add_command(command)

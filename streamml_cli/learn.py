@@ -16,7 +16,11 @@ __all__ = ["COMMANDS", "stop_on_signals"]
 @click.option(
     "--model-spec",
     default=None,
-    help="Model to train: logistic, hoeffding, naive_bayes, perceptron [env STREAMML_MODEL_SPEC].",
+    help=(
+        "Model to train: classifiers logistic, perceptron, naive_bayes, hoeffding, hoeffding_adaptive, "
+        "adaptive_forest; regressors linear_regression, hoeffding_regressor, adaptive_forest_regressor; "
+        "or package.module:factory, a function returning a river model [env STREAMML_MODEL_SPEC]."
+    ),
 )
 @click.option(
     "--publish-every-events",
@@ -54,10 +58,13 @@ def learn(
 
     def published(envelope: Any) -> None:
         m = envelope.metrics
+        if "mae" in m:  # a regressor
+            quality = f"mae={m['mae']:.4g}, rmse={m.get('rmse', 0):.4g}, rolling_mae={m.get('rolling_mae', 0):.4g}"
+        else:
+            quality = f"accuracy={m.get('accuracy', 0):.3f}, rolling_accuracy={m.get('rolling_accuracy', 0):.3f}"
         click.echo(
             f"published {envelope.model_name} v{envelope.version} "
-            f"(n_learned={envelope.n_learned}, accuracy={m.get('accuracy', 0):.3f}, "
-            f"rolling_accuracy={m.get('rolling_accuracy', 0):.3f}, {envelope.payload_size} bytes)"
+            f"(n_learned={envelope.n_learned}, {quality}, {envelope.payload_size} bytes)"
         )
 
     with stop_on_signals() as stop:

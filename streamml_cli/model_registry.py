@@ -12,6 +12,7 @@ from rich.table import Table
 from streamml.cluster import Cluster
 from streamml.errors import ConfigError
 from streamml.registry import ModelHistory, VersionRecord, read_history
+from streamml.trust import GATE_KEY
 from streamml_cli.options import connection_options, settings_from
 from streamml_cli.options import console as options_console
 
@@ -38,22 +39,45 @@ def _when(ms: int | None) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _gate_cell(lineage: dict[str, str]) -> str:
+    """``promoted 0.912 vs 0.887 (demo v3)``: the gate's decision and both scores, ``-`` when ungated."""
+    decision = lineage.get(GATE_KEY)
+    if decision is None:
+        return "-"
+    if lineage.get("gate_champion", "none") == "none":
+        return f"{decision} (first)" if decision == "promoted" else f"{decision} (unjudged)"
+    against = lineage.get("gate_champion_version", "champion")
+    return f"{decision} {lineage.get('gate_candidate')} vs {lineage.get('gate_champion')} ({against})"
+
+
+def gate_of(summary: dict[str, Any] | None) -> dict[str, str] | None:
+    """The gate entries of a version's lineage, without the ``gate_`` prefix (``None`` when ungated)."""
+    lineage = (summary or {}).get("lineage", {})
+    if GATE_KEY not in lineage:
+        return None
+    return {"decision": lineage[GATE_KEY], **{k[len("gate_"):]: v for k, v in lineage.items() if k.startswith("gate_")}}
+
+
 def _row(record: VersionRecord, served: int | None) -> list[str]:
     s = record.summary or {}
     metrics = s.get("metrics", {})
 
-    def num(key: str) -> str:
-        return f"{metrics[key]:.3f}" if key in metrics else "-"
+    def num(*keys: str) -> str:
+        return next((f"{metrics[key]:.3f}" for key in keys if key in metrics), "-")
 
-    status = "ok" if record.reason is None else f"refused @{record.offset}"
+    withheld = record.verdict is not None and record.verdict.withheld
+    status = "ok" if record.reason is None else ("withheld" if withheld else f"refused @{record.offset}")
     if record.version is not None and record.version == served and record.reason is None:
         status = "serving"
     return [
         "-" if record.version is None else str(record.version),
         _when(s.get("created_at")),
+        str(s.get("kind", "-")),
         str(s.get("n_learned", "-")),
-        num("accuracy"),
+        # An online version's accuracy is progressive (test-then-train); a batch one's, on its holdout.
+        num("accuracy", "holdout_accuracy"),
         num("rolling_accuracy"),
+        _gate_cell(s.get("lineage", {})),
         str(s.get("payload_bytes", "-")),
         s.get("key_id") or ("unsigned" if s else "-"),
         status,
@@ -89,7 +113,9 @@ def list_(bootstrap_servers: str | None, namespace: str | None, model_name: str 
         served = history.served(name) if names else None
         mode = history.states[name].mode_for(served) if names else "latest"
         table = Table(title=f"{name} on {cluster.topics.models}: consumers serve v{served} ({mode})")
-        columns = ["version", "created (UTC)", "learned", "accuracy", "rolling", "bytes", "signer", "status"]
+        columns = [
+            "version", "created (UTC)", "kind", "learned", "accuracy", "rolling", "gate", "bytes", "signer", "status",
+        ]
         for column in columns:
             numeric = column in ("version", "learned", "accuracy", "rolling", "bytes")
             table.add_column(column, justify="right" if numeric else "left", no_wrap=True)
@@ -105,7 +131,8 @@ def list_(bootstrap_servers: str | None, namespace: str | None, model_name: str 
     # Reasons are long: printed whole under the table rather than squeezed into a cell.
     for record in records:
         if record.reason is not None:
-            console.print(f"refused @{record.offset}: {record.reason}", markup=False, soft_wrap=True)
+            what = "withheld" if record.verdict is not None and record.verdict.withheld else "refused"
+            console.print(f"{what} @{record.offset}: {record.reason}", markup=False, soft_wrap=True)
     if not records:
         click.echo("no model versions yet; run 'streamml learn'")
 
@@ -133,6 +160,7 @@ def show(bootstrap_servers: str | None, namespace: str | None, model_name: str, 
         "authentic": record.authentic,
         "served": history.served(model_name) == version,
         "serving_mode": history.states[model_name].mode_for(history.served(model_name)),
+        "gate": gate_of(record.summary),
         "envelope": record.summary,
     }
     if record.envelope is not None:

@@ -188,11 +188,12 @@ def _run(
             time.sleep(0.5)  # refresh interval of the live view, not a wait for a condition
 
         # The learner publishes a last version on shutdown; the SDK subscriber
-        # must swap to it while the rest keeps running.
+        # must serve the champion then (that version, unless the quality gate
+        # withheld it: a final candidate with too few held-back events is).
         progress("publishing the final model", snapshot, lag)
         exit_codes = {"learner": supervisor.stop("learner")}
         snapshot = monitor.poll()
-        final_version = snapshot.latest.version if snapshot.latest else None
+        final_version = snapshot.champion.version if snapshot.champion else None
         if final_version is not None:
             subscriber.wait_for_version(final_version, timeout=30)
         progress("stopping", snapshot, lag)
@@ -263,7 +264,7 @@ def _checks(
         "every prediction names a published version": set(snapshot.versions_scored)
         <= {v.version for v in snapshot.versions},
         "the scorer never went back to an older version": snapshot.scorer_version_regressions == 0,
-        "the SDK subscriber swapped to the final version": final_version is not None
+        "the SDK subscriber serves the champion (newest version not withheld)": final_version is not None
         and subscriber.version == final_version,
         "lag is back to zero": sum(g.total for g in lag) == 0,
         "every component stopped cleanly": all(code == 0 for code in exit_codes.values()),

@@ -21,6 +21,7 @@ from streamml.kafka import record_headers
 from streamml.lag import log_end_offsets
 from streamml.monitoring import PROFILE, decode_record
 from streamml.records import DeadLetterReason, Prediction, RecordCodec
+from streamml.trust import GATE_KEY
 
 __all__ = ["PipelineSnapshot", "PipelineMonitor", "ModelVersionSeen", "AlertSeen"]
 
@@ -39,6 +40,8 @@ class ModelVersionSeen:
     #: Rises of the learner's error rate its ADWIN detector found, and the n_learned of the last one.
     error_rate_rises: int = 0
     error_rate_rise_at: int | None = None
+    #: The quality gate refused it: published, never served.
+    withheld: bool = False
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,11 @@ class PipelineSnapshot:
     @property
     def latest(self) -> ModelVersionSeen | None:
         return self.versions[-1] if self.versions else None
+
+    @property
+    def champion(self) -> ModelVersionSeen | None:
+        """The newest version the quality gate did not withhold: what consumers serve."""
+        return next((v for v in reversed(self.versions) if not v.withheld), None)
 
     @property
     def scorer_accuracy(self) -> float | None:
@@ -160,6 +168,7 @@ class PipelineMonitor:
                         env.metrics.get("rolling_accuracy"),
                         int(env.metrics.get("error_rate_rises", 0)),
                         _optional_int(env.metrics.get("error_rate_rise_at")),
+                        env.lineage.get(GATE_KEY) == "refused",
                     )
                 )
         elif topic == self._topics.monitoring:

@@ -70,7 +70,8 @@ def test_a_corrupted_envelope_is_refused_and_the_previous_model_keeps_serving(
         publish_corrupt(settings, topics, version=2)
         eventually(lambda: subscriber.refused, timeout=15, what="the corrupt v2 to be refused")
         [(offset, version, reason, _)] = subscriber.refused
-        assert (offset, version) == (1, 2) and "sha256" in reason
+        # Offset 2: each version is a transaction, its commit marker takes an offset.
+        assert (offset, version) == (2, 2) and "sha256" in reason
         assert subscriber.version == 1 and subscriber.predict_one(X) is not None
         assert publish(publisher).version == 2  # the corrupt record did not take the number
         assert subscriber.wait_for_version(2, timeout=15)
@@ -86,7 +87,7 @@ def test_a_late_subscriber_loads_the_newest_valid_version_directly(
     with ModelSubscriber(settings) as subscriber:
         assert subscriber.wait_ready(timeout=15)
         assert subscriber.version == 3 and subscriber.swaps == 1
-        assert [(o, v) for o, v, *_ in subscriber.refused] == [(3, 4)]
+        assert [(o, v) for o, v, *_ in subscriber.refused] == [(6, 4)]  # commit markers take offsets
 
 
 def test_predictions_never_fail_while_versions_swap(settings: Settings, publisher: ModelPublisher) -> None:
@@ -139,7 +140,7 @@ def test_a_non_ascii_checksum_on_the_topic_is_refused_and_the_subscriber_goes_on
         assert producer.flush(10) == 0
         eventually(lambda: subscriber.refused, timeout=15, what="the planted record to be refused")
         [(offset, version, reason, _)] = subscriber.refused
-        assert (offset, version) == (1, 2) and "not 64 lowercase hex digits" in reason
+        assert (offset, version) == (2, 2) and "not 64 lowercase hex digits" in reason
         assert publish(publisher).version == 2  # the publisher reads past it too
         assert subscriber.wait_for_version(2, timeout=15)
         assert subscriber.last_error is None

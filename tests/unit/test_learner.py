@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
 import random
 from typing import Any
 
 import pytest
+from river import base
 
 from model_publisher import catalog
 from model_publisher.learner import OnlineLearner
@@ -212,3 +215,97 @@ def test_a_label_without_a_remembered_prediction_is_predicted_late_and_counted()
     assert m["n_predicted_late"] == 2 and m["n_learned"] == 3 and m["n_seen"] == 3
     assert m["n_awaiting_label"] == 1
     assert learner.input_offsets == {f"{T}[0]": 3, "l[0]": 3}
+
+
+# --- regression ------------------------------------------------------------------------------------------------
+
+
+def _friedman(n: int, seed: int = 8) -> list[tuple[dict[str, float], float]]:
+    from river import datasets
+
+    return [({f"x{k}": float(v) for k, v in x.items()}, y) for x, y in datasets.synth.Friedman(seed=seed).take(n)]
+
+
+def _learn(learner: OnlineLearner, rows: list[tuple[dict[str, float], Any]], start: int = 0) -> None:
+    for i, (x, y) in enumerate(rows, start):
+        learner.process(x, y, topic=T, partition=0, offset=i)
+
+
+@pytest.mark.parametrize("spec", ["linear_regression", "hoeffding_regressor"])
+def test_regression_metrics_equal_rivers_progressive_validation(spec: str) -> None:
+    from river import evaluate, metrics, utils
+
+    rows = _friedman(3000)
+    learner = OnlineLearner(catalog.build(spec))
+    _learn(learner, rows)
+    m = learner.metrics()
+    expected = {
+        "mae": metrics.MAE(), "rmse": metrics.RMSE(), "rolling_mae": utils.Rolling(metrics.MAE, window_size=1000),
+    }
+    for key, metric in expected.items():
+        got = evaluate.progressive_val_score(rows, catalog.build(spec), metric).get()
+        assert m[key] == pytest.approx(got, rel=1e-9), key
+    assert m["n_learned"] == m["n_seen"] == m["n_scored"] == 3000
+    assert m["rolling_mae"] < m["mae"]  # it learned: the last 1000 beat the whole run
+    assert not {"accuracy", "rolling_accuracy", "log_loss", "error_rate_rises"} & set(m)
+
+
+def test_resume_continues_the_regression_counters_of_a_published_version() -> None:
+    rows = _friedman(1000, seed=9)
+    learner = OnlineLearner(catalog.build("linear_regression"))
+    _learn(learner, rows[:600])
+    envelope = seal(
+        learner.model, model_name="m", version=3, flavor=catalog.FLAVOR,
+        metrics=learner.metrics(), n_learned=learner.n_learned, input_offsets=learner.input_offsets,
+    )
+    resumed = OnlineLearner.resume(copy.deepcopy(learner.model), envelope)
+    assert resumed.task == "regression" and resumed.n_learned == 600
+    _learn(learner, rows[600:], start=600)  # the same events after the publish, for both
+    _learn(resumed, rows[600:], start=600)
+    for key in ("mae", "rmse", "n_scored", "n_learned", "n_seen"):
+        assert resumed.metrics()[key] == pytest.approx(learner.metrics()[key], rel=1e-12), key
+
+
+def test_delayed_labels_give_rivers_delayed_progressive_validation_for_a_regressor() -> None:
+    from river import evaluate, metrics, stream
+
+    rows = _friedman(1500, seed=10)
+    expected = evaluate.progressive_val_score(rows, catalog.build("linear_regression"), metrics.MAE(), delay=25)
+    learner = OnlineLearner(catalog.build("linear_regression"))
+    for i, x, y in stream.simulate_qa(rows, moment=None, delay=25):
+        if y is None:
+            learner.predict_ahead(f"e{i}", x, topic=T, partition=0, offset=i)
+        else:
+            learner.process_label(f"e{i}", x, y, topic=f"{T}.labelled", partition=0, offset=i)
+    assert learner.metrics()["mae"] == pytest.approx(expected.get(), rel=1e-9)
+    assert learner.metrics()["n_awaiting_label"] == 0 and learner.n_predicted_late == 0
+
+
+class SilentAtFirst(base.Regressor):
+    """A river regressor that predicts nothing until it has learned (river skips such a prediction)."""
+
+    def __init__(self) -> None:
+        self.last: float | None = None
+
+    def learn_one(self, x: dict[str, float], y: float) -> None:
+        self.last = y
+
+    def predict_one(self, x: dict[str, float]) -> float | None:
+        return self.last
+
+
+def test_a_regressor_prediction_of_none_is_learned_but_not_scored() -> None:
+    learner = OnlineLearner(SilentAtFirst())
+    _learn(learner, [({"a": 1.0}, 2.0), ({"a": 1.0}, 5.0), ({"a": 1.0}, 1.0)])
+    m = learner.metrics()
+    assert m["n_learned"] == 3 and m["n_scored"] == 2
+    assert m["mae"] == pytest.approx((3 + 4) / 2) and m["rmse"] == pytest.approx(((9 + 16) / 2) ** 0.5)
+
+
+def test_a_label_a_regressor_cannot_take_changes_nothing_not_even_the_model() -> None:
+    learner = OnlineLearner(catalog.build("linear_regression"))
+    _learn(learner, _friedman(50))
+    before = (pickle.dumps(learner.model), learner.metrics(), dict(learner.input_offsets))
+    with pytest.raises(ValueError, match="'high'"):
+        learner.process({"x0": 0.5}, "high", topic=T, partition=0, offset=50)
+    assert (pickle.dumps(learner.model), learner.metrics(), dict(learner.input_offsets)) == before

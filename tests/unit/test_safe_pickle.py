@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import math
 import os
 import pickle
 import pickletools
@@ -16,7 +17,18 @@ from typing import Any
 
 import numpy as np
 import pytest
-from river import forest, linear_model, preprocessing, tree
+from river import (
+    compose,
+    ensemble,
+    feature_extraction,
+    forest,
+    linear_model,
+    neighbors,
+    optim,
+    preprocessing,
+    stats,
+    tree,
+)
 
 from benchmarks import workloads
 from model_publisher import catalog
@@ -26,14 +38,12 @@ from streamml.safe_pickle import DEFAULT_ALLOWED, UnsafePayloadError, referenced
 Row = tuple[dict[str, Any], Any]
 
 EXTRA_MODELS: dict[str, Callable[[], Any]] = {
-    "arf": lambda: forest.ARFClassifier(seed=42),
-    "hoeffding_adaptive": lambda: tree.HoeffdingAdaptiveTreeClassifier(seed=42),
-    "scaled_linear_regression": lambda: preprocessing.StandardScaler() | linear_model.LinearRegression(),
+    "arf_default": lambda: forest.ARFClassifier(seed=42),  # river's 10 trees, the catalog's has 5
     # A string feature makes the tree grow nominal branches and splitters too.
     "hoeffding_nominal": lambda: tree.HoeffdingTreeClassifier(grace_period=50),
 }
 MODEL_NAMES = [*catalog.spec_names(), *EXTRA_MODELS]
-REGRESSORS = {"scaled_linear_regression"}  # no predict_proba_one
+REGRESSORS = {name for name in catalog.spec_names() if catalog.task(catalog.build(name)) == "regression"}
 
 
 class MyModel:
@@ -176,8 +186,91 @@ def test_getattr_gadget_is_refused_before_anything_runs(tmp_path: Path) -> None:
     assert referenced_globals(data) == ["builtins.getattr", "builtins.__import__"]
     with pytest.raises(UnsafePayloadError) as info:
         safe_loads(data)
-    assert info.value.global_name == "builtins.getattr"
+    # getattr resolves to the guarded one (for bound methods); __import__ is refused outright.
+    assert info.value.global_name == "builtins.__import__"
     assert not (tmp_path / "pwned").exists()
+
+
+def test_a_bound_method_of_a_river_object_loads() -> None:
+    mean = stats.Mean()
+    mean.update(4.0)
+    loaded = safe_loads(pickle.dumps(_Call(getattr, mean, "update"), protocol=5))
+    assert isinstance(loaded.__self__, stats.Mean) and loaded.__self__.get() == 4.0
+    loaded(6.0)
+    assert loaded.__self__.get() == 5.0
+
+
+@pytest.mark.parametrize(
+    ("target", "says"),
+    [
+        (lambda: _Call(getattr, stats.Mean(), "__init__"), "names no plain method"),
+        (lambda: _Call(getattr, stats.Mean(), "__reduce_ex__"), "names no plain method"),
+        (lambda: _Call(getattr, OrderedDict(), "pop"), "only methods of allowed-package objects"),
+        (lambda: _Call(getattr, stats.Mean(), "n"), "is not a method of river bound to that object"),
+        # A walk from a river method to its module's globals, one getattr at a time.
+        (lambda: _Call(getattr, _Call(getattr, stats.Mean(), "update"), "__func__"), "names no plain method"),
+        (lambda: _Call(getattr, _Call(getattr, stats.Mean(), "update"), "get"), "only methods of allowed-package"),
+        (lambda: _Call(getattr, stats.Mean, "update"), "only methods of allowed-package objects"),
+    ],
+)
+def test_the_guarded_getattr_refuses_all_but_a_bound_river_method(target: Callable[[], _Call], says: str) -> None:
+    with pytest.raises(UnsafePayloadError, match=says) as info:
+        safe_loads(pickle.dumps(target(), protocol=5))
+    assert info.value.global_name == "builtins.getattr"
+
+
+#: River pipelines a user's import-path factory typically returns: all of them must load as they are.
+PIPELINES: dict[str, Callable[[], Any]] = {
+    "select_scale_sgd": lambda: compose.Select("x0", "x1", "x3")
+    | preprocessing.StandardScaler()
+    | linear_model.LinearRegression(optimizer=optim.SGD(0.01), l2=0.1),
+    "huber_adam": lambda: preprocessing.StandardScaler()
+    | linear_model.LinearRegression(loss=optim.losses.Huber(), optimizer=optim.Adam()),
+    "union_polynomial": lambda: (preprocessing.StandardScaler() + feature_extraction.PolynomialExtender())
+    | linear_model.LinearRegression(),
+    "target_scaler": lambda: preprocessing.TargetStandardScaler(  # holds its own bound methods
+        regressor=preprocessing.StandardScaler() | linear_model.LinearRegression()
+    ),
+    "target_log": lambda: compose.TargetTransformRegressor(
+        regressor=linear_model.LinearRegression(), func=math.log1p, inverse_func=math.expm1
+    ),
+    "knn": lambda: preprocessing.StandardScaler() | neighbors.KNNRegressor(),
+    "bagging": lambda: ensemble.BaggingRegressor(
+        preprocessing.StandardScaler() | linear_model.LinearRegression(), n_models=3, seed=1
+    ),
+    "hoeffding_adaptive_regressor": lambda: tree.HoeffdingAdaptiveTreeRegressor(seed=1),
+    "amf_regressor": lambda: forest.AMFRegressor(n_estimators=3, seed=1),
+}
+
+
+def _friedman(n: int) -> list[Row]:
+    from river import datasets
+
+    return [({f"x{k}": float(v) for k, v in x.items()}, y) for x, y in datasets.synth.Friedman(seed=3).take(n)]
+
+
+@pytest.mark.parametrize("name", PIPELINES)
+def test_typical_river_pipeline_round_trips(name: str) -> None:
+    model, rows = PIPELINES[name](), _friedman(800)
+    for x, y in rows:
+        model.learn_one(x, y)
+    loaded = safe_loads(pickle.dumps(model, protocol=5))
+    assert [loaded.predict_one(x) for x, _ in rows[-20:]] == [model.predict_one(x) for x, _ in rows[-20:]]
+
+
+def test_a_pipeline_holding_a_stdlib_function_needs_an_entry() -> None:
+    # feature_extraction.Agg keeps functools.partial(copy.deepcopy, how): documented as needing an entry.
+    model = compose.Select("x0") + feature_extraction.Agg(on="x1", by="x2", how=stats.Mean())
+    model = model | linear_model.LinearRegression()
+    for x, y in _friedman(50):
+        model.learn_one(x, y)
+    data = pickle.dumps(model, protocol=5)
+    with pytest.raises(UnsafePayloadError) as info:
+        safe_loads(data)
+    assert info.value.global_name == "copy.deepcopy"
+    assert safe_loads(data, extra_allowed=["copy:deepcopy"]).predict_one({"x0": 0.1, "x1": 0.2, "x2": 0.3}) == (
+        model.predict_one({"x0": 0.1, "x1": 0.2, "x2": 0.3})
+    )
 
 
 @pytest.mark.parametrize(("module", "name"), [("antigravity", "fly"), ("this", "s"), ("no_such_module_xyz", "f")])

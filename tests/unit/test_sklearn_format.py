@@ -197,3 +197,13 @@ def test_bad_arguments_are_refused() -> None:
         SklearnModel(LinearRegression(), ["a", "a"])
     with pytest.raises(TypeError):
         load_sklearn(dump_sklearn(LinearRegression()), extra_trusted="sklearn.tree._tree.Tree")
+
+
+def test_an_absent_one_hot_feature_is_zero_as_in_training() -> None:
+    frame = X.assign(**{"car=1": (X["f0"] > 0).astype(float)})
+    estimator = LogisticRegression().fit(frame, LABEL)
+    model = SklearnModel(estimator, [*FEATURES, "car=1"])
+    row = {k: float(v) for k, v in X.iloc[0].items()}
+    assert model.predict_proba_one(row) == model.predict_proba_one({**row, "car=1": 0.0})
+    assert model.predict_proba_one(row) != model.predict_proba_one({**row, "car=1": 1.0})
+    assert model.predict_many(X.iloc[:3]) == model.predict_many(frame.iloc[:3].assign(**{"car=1": 0.0}))
