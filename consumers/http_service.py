@@ -104,10 +104,7 @@ def _fit(serving: ServingModel, x: dict[str, float], where: str, allow_extra: bo
 def _score(serving: ServingModel, x: dict[str, float]) -> dict[str, Any]:
     try:
         prediction = serving.predict_one(x)
-        # A regressor answers a float and no probabilities. A river pipeline has
-        # predict_proba_one whatever its last step is (and raises for a regressor): the last step tells.
-        final = getattr(serving.model, "_last_step", serving.model)
-        proba = serving.predict_proba_one(x) if callable(getattr(final, "predict_proba_one", None)) else {}
+        proba = serving.predict_proba_one(x)  # {} for a regressor
     except Exception as exc:  # the model's own complaint about this input
         raise _BadRequest(HTTPStatus.UNPROCESSABLE_ENTITY, f"the model cannot score these features: {exc}") from exc
     return {

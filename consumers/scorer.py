@@ -23,7 +23,6 @@ from typing import Any
 from confluent_kafka import Message, TopicPartition
 
 from consumers.subscriber import ModelSubscriber
-from consumers.swap import ServingModel
 from streamml.cluster import Cluster
 from streamml.config import Settings
 from streamml.errors import DecodeError
@@ -65,16 +64,6 @@ def rewind_points(messages: Iterable[Message]) -> dict[tuple[str, int], int]:
         if where not in earliest or offset < earliest[where]:
             earliest[where] = offset
     return earliest
-
-
-def _probabilities(serving: ServingModel, x: dict[str, float]) -> dict[Any, float]:
-    """P(label) of a classifier; ``{}`` for a regressor, whose prediction is the float it returns.
-
-    A river pipeline has ``predict_proba_one`` whatever its last step is, and
-    raises when that step is a regressor: the last step tells.
-    """
-    final = getattr(serving.model, "_last_step", serving.model)
-    return serving.predict_proba_one(x) if callable(getattr(final, "predict_proba_one", None)) else {}
 
 
 class StreamScorer:
@@ -177,7 +166,7 @@ class StreamScorer:
             serving = self.subscriber.current()  # one snapshot: the version reported is the one that predicted
             try:
                 prediction = serving.predict_one(record.features)
-                proba = _probabilities(serving, record.features)
+                proba = serving.predict_proba_one(record.features)  # {} for a regressor
                 value = self._out.encode(
                     Prediction(
                         key=record.key,

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from streamml.envelope import ModelEnvelope
+from streamml.envelope import ModelEnvelope, probability_method
 from streamml.errors import EnvelopeError, ModelNotReadyError
 from streamml.trust import TrustPolicy, Verdict, assess, load_model
 
@@ -61,8 +61,9 @@ class ServingModel:
         return self.model.predict_one(x)
 
     def predict_proba_one(self, x: dict[str, Any]) -> dict[Any, float]:
-        proba = getattr(self.model, "predict_proba_one", None)
-        return dict(proba(x)) if callable(proba) else {}
+        """``{class: probability}``; ``{}`` for a regressor (its prediction is the number)."""
+        proba = probability_method(self.model)
+        return dict(proba(x)) if proba is not None else {}
 
 
 @dataclass(frozen=True)

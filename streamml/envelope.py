@@ -22,7 +22,7 @@ import json
 import pickle
 import platform
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
@@ -49,6 +49,7 @@ __all__ = [
     "envelope_serde",
     "runtime_info",
     "serving_model",
+    "probability_method",
 ]
 
 ENVELOPE_VERSION = 2
@@ -210,14 +211,27 @@ def _serialize(model: Any, flavor: str) -> bytes:
     raise EnvelopeError(f"model flavor {flavor!r} is not supported (expected one of {sorted(FLAVOR_FORMATS)})")
 
 
+def probability_method(model: Any) -> Callable[[dict[str, Any]], Mapping[Any, float]] | None:
+    """``model.predict_proba_one`` when it gives probabilities, else ``None`` (a regressor).
+
+    A river pipeline has ``predict_proba_one`` whatever its last step is, and
+    raises when that step is a regressor: the last step tells.
+    """
+    final = getattr(model, "_last_step", model)
+    if not callable(getattr(final, "predict_proba_one", None)):
+        return None
+    method: Callable[[dict[str, Any]], Mapping[Any, float]] | None = getattr(model, "predict_proba_one", None)
+    return method if callable(method) else None
+
+
 def _golden(model: Any, inputs: Sequence[Mapping[str, float]]) -> tuple[GoldenExample, ...]:
     from streamml.records import avro_label
 
     examples = []
+    proba = probability_method(model)
     for x in inputs:
         features = {str(k): float(v) for k, v in x.items()}
-        proba = getattr(model, "predict_proba_one", None)
-        probabilities = {str(k): float(v) for k, v in proba(features).items()} if callable(proba) else {}
+        probabilities = {str(k): float(v) for k, v in proba(features).items()} if proba is not None else {}
         examples.append(GoldenExample(features, avro_label(model.predict_one(features)), probabilities))
     return tuple(examples)
 

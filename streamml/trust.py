@@ -45,6 +45,7 @@ from streamml.envelope import (
     FLAVOR_PACKAGES,
     MAX_VERSION,
     ModelEnvelope,
+    probability_method,
     runtime_info,
     serving_model,
     signed_bytes,
@@ -254,11 +255,11 @@ def load_model(verdict: Verdict) -> Any:
 def check_golden(model: Any, envelope: ModelEnvelope, *, tolerance: float = 1e-9) -> None:
     """Raise :class:`EnvelopeError` unless ``model`` reproduces every golden example of ``envelope``."""
     name = f"{envelope.model_name} v{envelope.version}"
-    proba = getattr(model, "predict_proba_one", None)
+    proba = probability_method(model)
     for index, example in enumerate(envelope.golden):
         try:
             prediction = model.predict_one(dict(example.features))
-            probabilities = proba(dict(example.features)) if callable(proba) and example.probabilities else {}
+            probabilities = proba(dict(example.features)) if proba is not None and example.probabilities else {}
         except Exception as exc:
             raise EnvelopeError(
                 f"{name}: golden example {index} raised {type(exc).__name__}: {exc}; the model is not activated"
