@@ -14,10 +14,10 @@ refuse the version with that advice. See docs/batch-training.md.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any
 
+from model_publisher.catalog import call_factory
 from streamml.errors import ConfigError
 
 __all__ = ["DEFAULT_BATCH_SPEC", "batch_spec_names", "build_batch", "task_of", "extra_trusted"]
@@ -88,17 +88,7 @@ def build_batch(spec: str) -> Any:
 
 
 def _from_import_path(spec: str) -> Any:
-    module_name, _, attribute = spec.partition(":")
-    try:
-        factory = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise ConfigError(f"batch spec {spec!r}: cannot import it: {type(exc).__name__}: {exc}") from exc
-    if not callable(factory):
-        raise ConfigError(f"batch spec {spec!r}: {attribute} is not callable")
-    try:
-        estimator = factory()
-    except Exception as exc:  # noqa: BLE001 - user code: one line, not a traceback
-        raise ConfigError(f"batch spec {spec!r}: the factory raised {type(exc).__name__}: {exc}") from exc
+    estimator, _ = call_factory(spec, f"batch spec {spec!r}")
     if not (hasattr(estimator, "fit") and hasattr(estimator, "predict") and hasattr(estimator, "get_params")):
         raise ConfigError(f"batch spec {spec!r}: the factory returned a {type(estimator).__name__}, not an estimator")
     return estimator

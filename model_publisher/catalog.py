@@ -160,8 +160,13 @@ def build(spec: str) -> Any:
     return factory()
 
 
-def _build_import_path(spec: str) -> Any:
-    where = f"model_spec {spec!r}"
+def call_factory(spec: str, where: str) -> tuple[Any, str]:
+    """Import ``package.module:factory`` and call it; ``(what it returned, the factory's name)``.
+
+    Every problem is one :class:`ConfigError` line starting with ``where``.
+    Used by the online catalog and by the batch one
+    (:mod:`model_publisher.batch_catalog`).
+    """
     match = _IMPORT_PATH.fullmatch(spec)
     if match is None:
         raise ConfigError(f"{where}: an import path is package.module:function (dotted names, one colon)")
@@ -178,9 +183,14 @@ def _build_import_path(spec: str) -> Any:
     if not callable(factory):
         raise ConfigError(f"{where}: {attribute} is a {type(factory).__name__}, not a function returning a model")
     try:
-        model = factory()
+        return factory(), attribute
     except Exception as exc:  # noqa: BLE001 - the user's factory: say what it raised, in one line
         raise ConfigError(f"{where}: calling {attribute}() raised {type(exc).__name__}: {exc}") from exc
+
+
+def _build_import_path(spec: str) -> Any:
+    where = f"model_spec {spec!r}"
+    model, attribute = call_factory(spec, where)
     missing = [m for m in ("learn_one", "predict_one") if not callable(getattr(model, m, None))]
     if missing or _river_task(model) is None:
         what = f"has no {' or '.join(missing)}()" if missing else "is neither a river classifier nor a regressor"

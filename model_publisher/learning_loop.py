@@ -53,7 +53,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
@@ -283,7 +283,7 @@ class LearningLoop:
             elif self.policy.pending or self._gating.pending is not None:
                 self._publish(consumer, learner, final=True)  # final version: nothing learned is left unpublished
             else:
-                self._store(consumer, learner)  # only unlabeled/skipped events since the last publish
+                self._store(consumer, learner.input_offsets)  # only unlabeled/skipped events since the last publish
         finally:
             if consumer is not None:
                 consumer.close()  # commits the offsets stored after the last publish
@@ -505,16 +505,11 @@ class LearningLoop:
             "published %s v%d in %.0f ms", envelope.model_name, envelope.version, (time.monotonic() - started) * 1000
         )
         # Offsets are stored only now: the published model has learned everything before them.
-        self._store(consumer, self._learner_or_fail(), envelope.input_offsets)
+        self._store(consumer, envelope.input_offsets)
         if self.on_publish is not None:
             self.on_publish(envelope)
 
-    def _learner_or_fail(self) -> OnlineLearner:
-        assert self._learner is not None  # set in run() before anything is published
-        return self._learner
-
-    def _store(self, consumer: Consumer, learner: OnlineLearner, offsets: dict[str, int] | None = None) -> None:
-        offsets = learner.input_offsets if offsets is None else offsets
+    def _store(self, consumer: Consumer, offsets: Mapping[str, int]) -> None:
         for topic in self.inputs:
             prefix = f"{topic}["
             store_offsets(

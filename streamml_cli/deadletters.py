@@ -20,10 +20,17 @@ from streamml_cli.options import console as options_console
 if TYPE_CHECKING:
     from stream_processors.quarantine import DeadLetter
 
-__all__ = ["COMMANDS", "parse_since"]
+__all__ = ["COMMANDS", "parse_since", "parse_duration"]
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float | None:
+    """``90s``, ``15m``, ``2h``, ``1d`` -> seconds; ``None`` when ``text`` is not a duration."""
+    match = _DURATION.fullmatch(text.strip())
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)] if match else None
+
 
 
 def parse_since(text: str | None, now: float | None = None) -> int | None:
@@ -31,9 +38,9 @@ def parse_since(text: str | None, now: float | None = None) -> int | None:
     if text is None:
         return None
     now = time.time() if now is None else now
-    match = _DURATION.fullmatch(text.strip())
-    if match:
-        return int((now - float(match.group(1)) * _UNIT_SECONDS[match.group(2)]) * 1000)
+    seconds = parse_duration(text)
+    if seconds is not None:
+        return int((now - seconds) * 1000)
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:

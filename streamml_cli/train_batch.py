@@ -3,30 +3,27 @@
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import click
 
 from streamml.cluster import Cluster
 from streamml.errors import ConfigError
-from streamml_cli.deadletters import parse_since
+from streamml_cli.deadletters import parse_duration, parse_since
 from streamml_cli.options import connection_options, settings_from, stop_on_signals
 
 __all__ = ["COMMANDS", "parse_every"]
 
-_EVERY = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def parse_every(text: str | None) -> float | None:
     """``--every 30m`` -> seconds (``None`` when not given); :class:`ConfigError` when malformed."""
     if text is None:
         return None
-    match = _EVERY.fullmatch(text.strip())
-    if not match or float(match.group(1)) <= 0:
+    seconds = parse_duration(text)
+    if seconds is None or seconds <= 0:
         raise ConfigError(f"--every {text!r}: expected a positive duration such as 90s, 15m, 2h or 1d")
-    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    return seconds
 
 
 def _report(result: Any, as_json: bool) -> None:
