@@ -44,14 +44,12 @@ from streamml.cluster import Cluster
 from streamml.config import Settings
 from streamml.kafka import faust_broker_credentials, faust_broker_url
 from streamml.serde import AvroSchema
-from streamml.topics import Groups, Topics
+from streamml.topics import WINDOW_TABLE, Groups, Topics
 
 __all__ = ["build_app", "BatchHandler", "WINDOW_TABLE", "AGENT_NAME"]
 
 logger = logging.getLogger(__name__)
 
-#: Name of the window table; its changelog topic is ``<app id>-windows-changelog``.
-WINDOW_TABLE = "windows"
 AGENT_NAME = "process-events"
 #: Longest a partial batch waits for more events, seconds.
 BATCH_WITHIN = 0.2

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from stream_processors.windows import WindowState
 from streamml.kafka import format_record
+from streamml.windows import WindowState
 
 __all__ = ["Headers", "SourceRecord", "OutputRecord", "WindowUpdate", "BatchResult"]
 

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from stream_processors.validation import Violation
 from streamml.records import DEAD_LETTER_STAGES, DLQ_PREFIX, DeadLetterReason
+from streamml.validation import Violation
 
 __all__ = [
     "STAGES",

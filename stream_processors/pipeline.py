@@ -22,15 +22,15 @@ from typing import Any
 from stream_processors.batches import BatchResult, OutputRecord, SourceRecord, WindowUpdate
 from stream_processors.dead_letters import Rejection, dead_letter
 from stream_processors.drift import DistributionMonitor
-from stream_processors.features import EVENT_ID_FIELD, FeatureSpec, featurize, roles
 from stream_processors.profiles import Reference
-from stream_processors.validation import validate
-from stream_processors.windows import WindowSpec, WindowState, window_features
 from streamml.config import Settings
 from streamml.errors import DecodeError
+from streamml.featurization import EVENT_ID_FIELD, FeatureSpec, featurize, roles
 from streamml.monitoring import encode_record
 from streamml.records import FeatureVector, RecordCodec
 from streamml.serde import AvroSchema, AvroSerde
+from streamml.validation import check_event_time, validate
+from streamml.windows import WindowSpec, WindowState, window_features
 
 __all__ = ["BatchProcessor", "FEATURIZE_ERROR"]
 
@@ -189,7 +189,7 @@ class BatchProcessor:
 
         A record the stored state already counts (a replay after a crash that
         came between the changelog write and the offset commit, see
-        :mod:`stream_processors.windows`) leaves the state alone and gets the
+        :mod:`streamml.windows`) leaves the state alone and gets the
         features it got the first time, recomputed by taking the replayed
         records of its key in this batch back out of a scratch copy of the
         state. That is exact (up to float rounding of the means) when the
@@ -262,22 +262,11 @@ class BatchProcessor:
             return Rejection.from_violations(violations)
         window_key = record.key if record.key is not None else str(event[self.key_field]).encode()
         time_ms = int(event[self.time_field])
-        # Event time is bounded by the processor's clock: one far-future event
-        # would otherwise hold its key's window state ahead of every later
-        # event (they would all look late), one from 1970 is a unit or default bug.
-        if time_ms > now_ms + self.max_event_future_ms:
-            ahead = (time_ms - now_ms) / 1000
-            return Rejection(
-                "validate", "event_time_future", self.time_field,
-                f"{self.time_field}={time_ms} is {ahead:.0f} s ahead of the processor's clock "
-                f"(STREAMML_MAX_EVENT_FUTURE_SECONDS={self.max_event_future_ms / 1000:g})",
-            )
-        if time_ms < now_ms - self.max_event_age_ms:
-            return Rejection(
-                "validate", "event_time_past", self.time_field,
-                f"{self.time_field}={time_ms} is older than STREAMML_MAX_EVENT_AGE_SECONDS="
-                f"{self.max_event_age_ms / 1000:g} (epoch 0, or seconds sent as milliseconds?)",
-            )
+        late = check_event_time(
+            self.time_field, time_ms, now_ms, max_future_ms=self.max_event_future_ms, max_age_ms=self.max_event_age_ms
+        )
+        if late is not None:
+            return Rejection("validate", late.rule, late.field, late.message)
         values = {name: _as_float(event.get(name)) for name in self.window.fields}
         return _Parsed(event, window_key, time_ms, values, (record.partition, record.offset))
 

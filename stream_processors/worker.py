@@ -20,12 +20,12 @@ from typing import Any, cast
 import faust
 
 from stream_processors.app import build_app
-from stream_processors.features import feature_notice, featurizer_check
 from stream_processors.profiles import Reference
 from stream_processors.progress import Progress
 from streamml.cluster import Cluster
 from streamml.config import Settings
 from streamml.errors import ConfigError, KafkaClientError, RecordError, StreamMLError
+from streamml.featurization import feature_notice, featurizer_check
 from streamml.monitoring import REFERENCE, decode_record
 from streamml.reader import read_to_end
 from streamml.serde import AvroSchema, load_event_schema

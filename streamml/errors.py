@@ -16,6 +16,8 @@ clear line::
     ├── EnvelopeError            a model envelope cannot be trusted or loaded
     │   └── ModelTooLargeError   an envelope is over the topic's message size limit
     ├── ModelNotReadyError       a prediction was asked for before any model was loaded
+    ├── EventRejectedError       a raw event given at serving time breaks the data contract
+    ├── FeaturesUnavailableError a feature the model needs cannot be computed at serving time
     ├── UnlearnableRecordsError  the learner met too many consecutive records its model cannot learn
     ├── SourceError              an event source (file, generator) cannot be read
     └── ComponentError           a supervised pipeline component exited unexpectedly
@@ -42,6 +44,8 @@ __all__ = [
     "EnvelopeError",
     "ModelTooLargeError",
     "ModelNotReadyError",
+    "EventRejectedError",
+    "FeaturesUnavailableError",
     "UnlearnableRecordsError",
     "SourceError",
     "ComponentError",
@@ -194,6 +198,37 @@ class ModelTooLargeError(EnvelopeError):
 
 class ModelNotReadyError(StreamMLError):
     """No model has been loaded yet; serving code must treat this as 'not ready'."""
+
+
+class EventRejectedError(StreamMLError):
+    """A raw event given for scoring breaks the data contract, so the stream would quarantine it.
+
+    ``violations`` lists every broken rule as ``{"field", "rule", "message"}``
+    (the same rules and words as a dead letter's), so an API can answer 422
+    naming the fields.
+    """
+
+    def __init__(self, violations: list[dict[str, str]]) -> None:
+        self.violations = violations
+        listed = "; ".join(f"{v['field']}: {v['message']}" for v in violations) or "no details"
+        super().__init__(f"the event breaks the data contract: {listed}")
+
+
+class FeaturesUnavailableError(StreamMLError):
+    """A feature the stream would compute cannot be computed here (yet), so no prediction is made.
+
+    Raised instead of filling the feature with zero: for example the windowed
+    per-key features before the serving process has read the processor's
+    window state. ``features`` names them; ``retryable`` is true when the
+    cause passes by itself (the window state is still being read), so an API
+    answers 503 with ``Retry-After`` rather than 422.
+    """
+
+    def __init__(self, features: list[str], reason: str, *, retryable: bool = False) -> None:
+        self.features = features
+        self.reason = reason
+        self.retryable = retryable
+        super().__init__(f"feature(s) {', '.join(features)} unavailable at serving time: {reason}")
 
 
 class UnlearnableRecordsError(StreamMLError):

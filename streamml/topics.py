@@ -14,6 +14,8 @@ if TYPE_CHECKING:  # only for annotations: records (imported by config) import t
     from streamml.config import Settings
 
 __all__ = [
+    "WINDOW_TABLE",
+    "window_changelog",
     "TopicSpec",
     "Topics",
     "Groups",
@@ -183,3 +185,19 @@ class Groups:
     def is_ephemeral(self, group_id: str) -> bool:
         """Whether ``group_id`` was made by :meth:`ephemeral` (of any namespace)."""
         return any(f"streamml.{purpose}." in group_id for purpose in EPHEMERAL_PURPOSES)
+
+
+#: Name of the stream processor's window table (a faust table).
+WINDOW_TABLE = "windows"
+
+
+def window_changelog(groups: Groups) -> str:
+    """The topic holding the processor's per-key window state: faust's changelog of :data:`WINDOW_TABLE`.
+
+    faust names a table's changelog ``<app id>-<table>-changelog``, and the
+    processor's app id is its group. It is compacted; each record is keyed by
+    the raw event's key and holds :meth:`streamml.windows.WindowState.dump`
+    as JSON. Serving apps read it to compute the windowed features
+    (:mod:`consumers.window_view`).
+    """
+    return f"{groups.processor}-{WINDOW_TABLE}-changelog"

@@ -52,7 +52,7 @@ def process(
     stops. Runs until interrupted (Ctrl-C or SIGTERM), then stops cleanly.
     """
     # Pure parts only: faust is imported below, after the checks.
-    from stream_processors.features import featurizer_check
+    from streamml.featurization import featurizer_check
     from streamml.serde import AvroSchema, load_event_schema
 
     settings = settings_from(bootstrap_servers=bootstrap_servers, namespace=namespace, schema_path=schema_path)

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from stream_processors.features import feature_notice, featurizer_check
 from streamml.config import DEMO_SCHEMA_PATH, Settings
 from streamml.errors import SchemaError
+from streamml.featurization import feature_notice, featurizer_check
 from streamml.serde import AvroSchema, load_event_schema
 
 #: Settings whose roles fit :func:`schema`: key ``id``, time ``ts``, label ``y``, a window over ``amount``.

@@ -14,10 +14,10 @@ from click.testing import CliRunner
 
 from stream_processors.contract_inference import PROFILE_ATTRIBUTE, infer_schema
 from stream_processors.samples import frame_from_records, frame_from_source
-from stream_processors.validation import validate
 from streamml.errors import ConfigError, SourceError
 from streamml.records import DEMO_EVENTS_SCHEMA_PATH
 from streamml.serde import AvroSchema, AvroSerde
+from streamml.validation import validate
 from streamml_cli import cli, main
 
 

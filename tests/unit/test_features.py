@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from stream_processors.features import FeatureSpec, featurize
 from streamml.config import DEMO_SCHEMA_PATH
+from streamml.featurization import FeatureSpec, featurize
 from streamml.serde import AvroSchema
 
 DEMO = AvroSchema.from_file(DEMO_SCHEMA_PATH)

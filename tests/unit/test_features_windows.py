@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from stream_processors.windows import WindowSpec, WindowState, window_features
+from streamml.windows import WindowSpec, WindowState, window_features
 
 SPEC = WindowSpec(seconds=60, fields=("loan",), buckets_per_window=12)  # 5 s buckets
 T0 = 1_700_000_000_000 - (1_700_000_000_000 % 5000)  # a bucket boundary

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from streamml.config import Settings
-from streamml.topics import Groups, Topics
+from streamml.topics import Groups, Topics, window_changelog
 
 
 @pytest.fixture
@@ -40,6 +40,8 @@ def test_pipeline_topics_are_raw_and_never_declared_by_faust(settings: Settings)
     table = app.tables[WINDOW_TABLE]
     assert table.partitions == 4 and table.key_serializer == "raw" and table.value_serializer == "json"
     assert table.changelog_topic.get_topic_name() == "ns.streamml.processor-windows-changelog"
+    # Serving apps find the window state by the kernel's name for it.
+    assert table.changelog_topic.get_topic_name() == window_changelog(Groups.from_settings(settings))
 
 
 def test_schema_path_comes_from_settings(tmp_path, settings: Settings) -> None:

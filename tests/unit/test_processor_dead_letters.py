@@ -7,7 +7,7 @@ import json
 import pytest
 
 from stream_processors.dead_letters import DLQ_PREFIX, Rejection, dead_letter_headers, read_rejection
-from stream_processors.validation import Violation
+from streamml.validation import Violation
 
 ORIGINAL = [("streamml.schema", b"abc"), ("trace", None), ("trace", b"2")]
 

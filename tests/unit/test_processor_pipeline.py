@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 from stream_processors.batches import SourceRecord
 from stream_processors.dead_letters import read_rejection
 from stream_processors.pipeline import FEATURIZE_ERROR, BatchProcessor
-from stream_processors.windows import WindowSpec, window_features
 from streamml.config import Settings
 from streamml.records import FEATURE_VECTOR_SCHEMA
 from streamml.serde import SCHEMA_HEADER, AvroSchema, AvroSerde, bundled_schema, header_value
+from streamml.windows import WindowSpec, window_features
 
 SETTINGS = Settings(partitions=3)
 SCHEMA = AvroSchema.from_file(SETTINGS.schema_path)

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from stream_processors.validation import RULES, Violation, check_field, validate
 from streamml.serde import AvroSchema, FieldRule
+from streamml.validation import RULES, Violation, check_field, validate
 
 SCHEMA = AvroSchema.from_dict(
     {

@@ -14,7 +14,7 @@ Which fields become which features is decided once per schema, by
 
 A ``None`` value (an optional field left empty) yields no feature, so a
 missing value stays missing for the learner instead of becoming zero.
-The stateful windowed features are added by :mod:`stream_processors.windows`.
+The stateful windowed features are added by :mod:`streamml.windows`.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from stream_processors.windows import WindowSpec
 from streamml.config import Settings
 from streamml.serde import AvroSchema
+from streamml.windows import WindowSpec
 
 __all__ = [
     "FeatureSpec",

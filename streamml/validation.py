@@ -17,7 +17,7 @@ from typing import Any
 
 from streamml.serde import AvroSchema, FieldRule
 
-__all__ = ["Violation", "RULES", "validate", "check_field"]
+__all__ = ["Violation", "RULES", "validate", "check_field", "check_event_time"]
 
 #: Every rule name :func:`validate` can report, for dead-letter readers.
 RULES = ("required", "wrong_type", "not_finite", "below_min", "above_max", "not_allowed")
@@ -70,6 +70,33 @@ def check_field(rule: FieldRule, value: Any) -> Violation | None:
         return Violation(name, "above_max", f"{name}={value!r} is above the maximum {rule.maximum!r}")
     if rule.allowed is not None and value not in rule.allowed:
         return Violation(name, "not_allowed", f"{name}={value!r} is not one of {list(rule.allowed)!r}")
+    return None
+
+
+def check_event_time(
+    time_field: str, time_ms: int, now_ms: int, *, max_future_ms: int, max_age_ms: int
+) -> Violation | None:
+    """Return why an event time is out of the bounds the clock sets, or ``None``.
+
+    Event time is bounded by the processor's clock: one far-future event
+    would otherwise hold its key's window state ahead of every later event
+    (they would all look late), one from 1970 is a unit or default bug. The
+    rules are ``event_time_future`` and ``event_time_past``; the messages name
+    the settings (``STREAMML_MAX_EVENT_FUTURE_SECONDS``, ``STREAMML_MAX_EVENT_AGE_SECONDS``).
+    """
+    if time_ms > now_ms + max_future_ms:
+        ahead = (time_ms - now_ms) / 1000
+        return Violation(
+            time_field, "event_time_future",
+            f"{time_field}={time_ms} is {ahead:.0f} s ahead of the processor's clock "
+            f"(STREAMML_MAX_EVENT_FUTURE_SECONDS={max_future_ms / 1000:g})",
+        )
+    if time_ms < now_ms - max_age_ms:
+        return Violation(
+            time_field, "event_time_past",
+            f"{time_field}={time_ms} is older than STREAMML_MAX_EVENT_AGE_SECONDS="
+            f"{max_age_ms / 1000:g} (epoch 0, or seconds sent as milliseconds?)",
+        )
     return None
 
 
