@@ -1,210 +1,100 @@
 """An HTTP scoring service that hot-swaps its model from the models topic.
 
-Endpoints (JSON in, JSON out):
-
-``POST /predict``
-    ``{"features": {"name": number, ...}}`` for one prediction, or
-    ``{"instances": [{...}, ...]}`` for up to ``MAX_INSTANCES``. Every answer
-    names the model version that made it; all instances of one request are
-    scored by the same version. ``503`` (with ``Retry-After``) before the
-    first model is loaded: there is no default prediction. ``422`` naming
-    the feature names the model never learned from or that every row it
-    learned from had (strict by default, see :class:`ModelServer`).
-``GET /model``
-    The serving envelope's summary (version, metrics, created-at, signer,
-    ``feature_names`` the model learned from, ...)
-    and ``serving_mode``: ``latest``, ``pinned`` or ``rolled_back``.
-``GET /healthz``
-    Liveness: the process answers.
-``GET /readyz``
-    Readiness: ``200`` once a model is loaded, ``503`` before.
+:class:`ModelServer` runs the FastAPI app of :mod:`consumers.http_api` with
+uvicorn in a background thread. The endpoints (``POST /predict``,
+``GET /model``, ``/healthz``, ``/readyz``, ``/metrics``, ``/openapi.json``,
+``/docs``) are described there and in ``docs/serving.md``.
 
 A swap replaces one reference, and each request reads it once, so requests in
 flight during a swap finish on the version they started with: none fails and
 none waits for the swap.
+
+This module imports neither FastAPI nor uvicorn at module level: ``import
+consumers`` (an app that only wants :class:`~consumers.ModelSubscriber`) must
+stay light, and ``consumers/__init__.py`` imports this module.
 """
 
 from __future__ import annotations
 
 import errno
-import json
 import logging
-import math
+import socket
 import threading
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Protocol
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from consumers.swap import ServingModel
-from streamml.errors import ModelNotReadyError, PortInUseError
+from streamml.errors import PortInUseError
 
-__all__ = ["ModelServer", "ModelSource", "MAX_BODY_BYTES", "MAX_INSTANCES"]
+if TYPE_CHECKING:
+    import uvicorn
+
+__all__ = ["ModelServer", "ModelSource", "EventFeaturizer", "MAX_BODY_BYTES", "MAX_INSTANCES"]
 
 logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1_000_000
 MAX_INSTANCES = 1000
 
+#: How long start() waits for uvicorn to come up, and stop() for requests in flight to finish.
+_START_TIMEOUT_SECONDS = 10.0
+_GRACEFUL_SECONDS = 5
+#: Pending connections the kernel queues before uvicorn accepts them (a burst of clients at start).
+_BACKLOG = 2048
+
 
 class ModelSource(Protocol):
     """What the service needs: a consistent snapshot of the serving model.
 
     :class:`consumers.ModelSubscriber` is one; so is :class:`consumers.swap.ModelSlot`.
+    A source that also has ``swaps`` and ``refused_by_reason`` gets them in ``/metrics``.
     """
 
     def current(self) -> ServingModel: ...
 
 
-class _BadRequest(Exception):
-    def __init__(self, status: HTTPStatus, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+class EventFeaturizer(Protocol):
+    """Turns a raw event into the feature vector the stream would build for it.
 
-
-def _jsonable(value: Any) -> Any:
-    """numpy scalars and other model outputs as plain JSON values."""
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    item = getattr(value, "item", None)
-    return _jsonable(item()) if callable(item) else str(value)
-
-
-def _features(raw: Any, where: str) -> dict[str, float]:
-    if not isinstance(raw, dict) or not raw:
-        raise _BadRequest(HTTPStatus.BAD_REQUEST, f"{where} must be a non-empty object of feature name -> number")
-    for name, value in raw.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise _BadRequest(HTTPStatus.BAD_REQUEST, f"{where}[{name!r}] must be a finite number, got {value!r}")
-    return {str(k): float(v) for k, v in raw.items()}
-
-
-def _fit(serving: ServingModel, x: dict[str, float], where: str, allow_extra: bool) -> dict[str, float]:
-    """``x`` checked against the names the model learned from: 422 naming unknown or missing ones.
-
-    With ``allow_extra``, unknown names are dropped instead (the model never
-    learned a weight for them).
+    It runs on the server's event loop, so it must not block (no I/O per call).
     """
-    unknown, missing = serving.inputs.problems(x)
-    if unknown and allow_extra:
-        x = {k: v for k, v in x.items() if k not in unknown}
-        unknown = []
-    if unknown or missing:
-        parts = []
-        if unknown:
-            known = ", ".join(sorted(serving.inputs.known)[:20])
-            parts.append(f"unknown feature(s) {', '.join(unknown)} (v{serving.version} learned from: {known})")
-        if missing:
-            parts.append(f"missing feature(s) {', '.join(missing)}")
-        raise _BadRequest(HTTPStatus.UNPROCESSABLE_ENTITY, f"{where}: " + "; ".join(parts))
-    return x
+
+    def vector(self, event: Mapping[str, Any]) -> dict[str, float]:
+        """The features of ``event``.
+
+        Raises :class:`~streamml.errors.EventRejectedError` when the event breaks
+        the data contract, :class:`~streamml.errors.FeaturesUnavailableError`
+        when a feature cannot be computed here (yet).
+        """
+        ...
+
+    def json_schema(self) -> dict[str, Any]:
+        """The JSON schema of one event (the data contract), shown in the OpenAPI schema."""
+        ...
 
 
-def _score(serving: ServingModel, x: dict[str, float]) -> dict[str, Any]:
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """A socket bound and listening on ``host:port``; :class:`PortInUseError` in one line if it cannot be."""
     try:
-        prediction = serving.predict_one(x)
-        proba = serving.predict_proba_one(x)  # {} for a regressor
-    except Exception as exc:  # the model's own complaint about this input
-        raise _BadRequest(HTTPStatus.UNPROCESSABLE_ENTITY, f"the model cannot score these features: {exc}") from exc
-    return {
-        "prediction": _jsonable(prediction),
-        "probabilities": {str(k): _jsonable(v) for k, v in proba.items()},
-    }
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        if self.path == "/healthz":
-            self._send(HTTPStatus.OK, {"status": "ok"})
-        elif self.path in ("/readyz", "/model"):
-            try:
-                serving = self.server.source.current()
-            except ModelNotReadyError:
-                self._not_ready()
-                return
-            body = {"ready": True, "model_version": serving.version}
-            model = {**serving.envelope, "serving_mode": serving.mode}
-            self._send(HTTPStatus.OK, model if self.path == "/model" else body)
-        else:
-            self._send(HTTPStatus.NOT_FOUND, {"error": f"no such endpoint: GET {self.path}"})
-
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-        if self.path != "/predict":
-            self._send(HTTPStatus.NOT_FOUND, {"error": f"no such endpoint: POST {self.path}"})
-            return
-        try:
-            request = self._read_json()
-            try:
-                serving = self.server.source.current()  # one snapshot for the whole request
-            except ModelNotReadyError:
-                self._not_ready()
-                return
-            if "instances" in request:
-                instances = request["instances"]
-                if not isinstance(instances, list) or not 1 <= len(instances) <= MAX_INSTANCES:
-                    raise _BadRequest(
-                        HTTPStatus.BAD_REQUEST, f"'instances' must be a list of 1 to {MAX_INSTANCES} objects"
-                    )
-                extra = self.server.allow_extra_features
-                results = [
-                    _score(serving, _fit(serving, _features(x, f"instances[{i}]"), f"instances[{i}]", extra))
-                    for i, x in enumerate(instances)
-                ]
-                body: dict[str, Any] = {"model_version": serving.version, "predictions": results}
-            elif "features" in request:
-                extra = self.server.allow_extra_features
-                x = _fit(serving, _features(request["features"], "features"), "features", extra)
-                body = {"model_version": serving.version, **_score(serving, x)}
-            else:
-                raise _BadRequest(HTTPStatus.BAD_REQUEST, "send {'features': {...}} or {'instances': [{...}, ...]}")
-        except _BadRequest as exc:
-            self._send(exc.status, {"error": str(exc)})
-            return
-        self._send(HTTPStatus.OK, body)
-
-    def _read_json(self) -> dict[str, Any]:
-        try:
-            length = int(self.headers.get("Content-Length", "0"))
-        except ValueError:
-            raise _BadRequest(HTTPStatus.BAD_REQUEST, "invalid Content-Length") from None
-        if length > MAX_BODY_BYTES:
-            raise _BadRequest(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body over {MAX_BODY_BYTES} bytes")
-        try:
-            request = json.loads(self.rfile.read(length) or b"null")
-        except ValueError as exc:
-            raise _BadRequest(HTTPStatus.BAD_REQUEST, f"body is not JSON: {exc}") from None
-        if not isinstance(request, dict):
-            raise _BadRequest(HTTPStatus.BAD_REQUEST, "body must be a JSON object")
-        return request
-
-    def _not_ready(self) -> None:
-        self._send(HTTPStatus.SERVICE_UNAVAILABLE, {"ready": False, "error": "no model loaded yet"}, retry_after=1)
-
-    def _send(self, status: HTTPStatus, body: dict[str, Any], retry_after: int | None = None) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        if retry_after is not None:
-            self.send_header("Retry-After", str(retry_after))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
-        logger.debug("%s %s", self.address_string(), format % args)
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], source: ModelSource, allow_extra_features: bool) -> None:
-        super().__init__(address, _Handler)
-        self.source = source
-        self.allow_extra_features = allow_extra_features
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        raise PortInUseError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    sock = socket.socket(family, kind, proto)
+    try:
+        # As http.server did: a port left in TIME_WAIT by a previous run is reusable at once.
+        # Linux still refuses a port another socket listens on, which is what PortInUseError is for.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(_BACKLOG)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUseError(f"port {port} on {host} is already in use; choose another with --port") from exc
+        raise PortInUseError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    return sock
 
 
 class ModelServer:
@@ -212,42 +102,89 @@ class ModelServer:
 
     A request naming a feature the model never learned from, or lacking one
     every learned row had, gets 422 naming them; ``allow_extra_features``
-    drops unknown names instead. Raises :class:`PortInUseError` when the port
-    is taken.
+    drops unknown names instead. With a ``featurizer``, ``/predict`` also
+    takes raw events (``{"event": {...}}``) and featurizes them as the stream
+    would. The socket is bound here, so a taken port raises
+    :class:`PortInUseError` before anything runs.
     """
 
     def __init__(
-        self, source: ModelSource, *, host: str = "127.0.0.1", port: int = 8080, allow_extra_features: bool = False
+        self,
+        source: ModelSource,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        allow_extra_features: bool = False,
+        featurizer: EventFeaturizer | None = None,
     ) -> None:
-        try:
-            self._server = _Server((host, port), source, allow_extra_features)
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise PortInUseError(
-                    f"port {port} on {host} is already in use; choose another with --port"
-                ) from exc
-            raise PortInUseError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+        self._socket = _listening_socket(host, port)
+        # Deferred: see the module docstring (fastapi and uvicorn load only when a server is made).
+        import uvicorn
+
+        from consumers.http_api import build_app
+
+        self.app = build_app(source, allow_extra_features=allow_extra_features, featurizer=featurizer)
+        bound_host, bound_port = self._socket.getsockname()[:2]
+        self._url = f"http://[{bound_host}]:{bound_port}" if ":" in bound_host else f"http://{bound_host}:{bound_port}"
+        config = uvicorn.Config(
+            self.app,
+            host=bound_host,
+            port=bound_port,
+            # The app's logging stays the app's: uvicorn configures no handlers (log_config=None),
+            # says only warnings and errors, and logs no line per request.
+            log_config=None,
+            log_level="warning",
+            access_log=False,
+            # No startup/shutdown hooks: the app holds no resources of its own to open or close.
+            lifespan="off",
+            timeout_graceful_shutdown=_GRACEFUL_SECONDS,
+        )
+        self._server: uvicorn.Server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
+        self._failure: BaseException | None = None
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        # server_bind() sets the address from getsockname(): the host of an AF_INET socket is a str.
-        assert isinstance(host, str)
-        return f"http://{host}:{port}"
+        """``http://host:port`` the server listens on (the real port when asked for port 0)."""
+        return self._url
 
     def start(self) -> ModelServer:
-        """Serve in a background thread and return at once."""
-        self._thread = threading.Thread(target=self._server.serve_forever, name="streamml-http", daemon=True)
+        """Serve in a background thread; return once uvicorn accepts connections."""
+        if self._thread is not None:
+            return self
+        self._thread = threading.Thread(target=self._run, name="streamml-http", daemon=True)
         self._thread.start()
+        deadline = time.monotonic() + _START_TIMEOUT_SECONDS
+        # uvicorn has no "started" event to wait on, only a flag: re-check it until the deadline,
+        # and give up early if the thread died (its error is named here).
+        while not self._server.started:
+            if not self._thread.is_alive():
+                self._thread = None
+                raise RuntimeError(f"the HTTP server on {self.url} failed to start: {self._failure}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"the HTTP server on {self.url} did not start within {_START_TIMEOUT_SECONDS:g}s")
+            self._thread.join(0.005)  # returns at once if the thread ends
         return self
 
+    def _run(self) -> None:
+        try:
+            self._server.run(sockets=[self._socket])
+        except BaseException as exc:  # reported by start() rather than lost with the thread
+            self._failure = exc
+            logger.error("the HTTP server on %s stopped: %s", self.url, exc, exc_info=True)
+
     def stop(self) -> None:
-        """Stop accepting requests, finish the ones in flight, close the socket."""
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(10)
+        """Stop accepting requests, finish the ones in flight, close the socket, end the thread."""
+        thread = self._thread
+        if thread is not None:
+            self._server.should_exit = True  # uvicorn's main loop checks it every 0.1 s
+            thread.join(_GRACEFUL_SECONDS + _START_TIMEOUT_SECONDS)
+            if thread.is_alive():
+                logger.warning("the HTTP server thread on %s did not end in time", self.url)
+            else:
+                self._thread = None
+        self._socket.close()
 
     def __enter__(self) -> ModelServer:
         return self.start()

@@ -129,7 +129,7 @@ class Topics:
 
 
 #: Purposes of the short-lived, never-committing consumers (``Groups.ephemeral``).
-EPHEMERAL_PURPOSES = ("reader", "lag-probe", "subscriber", "monitor", "gate")
+EPHEMERAL_PURPOSES = ("reader", "lag-probe", "subscriber", "monitor", "gate", "window-view")
 
 
 @dataclass(frozen=True)

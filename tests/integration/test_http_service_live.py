@@ -35,6 +35,12 @@ def _post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         return exc.code, json.loads(exc.read())
 
 
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text: str = response.read().decode()
+        return text
+
+
 def test_requests_during_swaps_all_succeed_on_some_version(settings: Settings, publisher: ModelPublisher) -> None:
     with ModelSubscriber(settings) as subscriber, ModelServer(subscriber, port=0) as server:
         url = f"{server.url}/predict"
@@ -73,8 +79,12 @@ def test_requests_during_swaps_all_succeed_on_some_version(settings: Settings, p
             done.set()
             for thread in clients:
                 thread.join(30)
+        metrics = _get(f"{server.url}/metrics")
     assert failures == []
     assert set(versions) >= {2, 3, 4, 5, 6}
+    # The subscriber's own counts, read at scrape time: six installs, v6 serving.
+    assert "streamml_model_swaps_total 6.0" in metrics
+    assert f'streamml_model_version{{model="{settings.model_name}"}} 6.0' in metrics
 
 
 def test_serve_command_answers_and_stops_on_sigterm(

@@ -18,8 +18,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from consumers.http_service import ModelServer
 from consumers.serving_features import ServingFeatures
 from consumers.subscriber import ModelSubscriber
 from model_publisher import catalog
@@ -117,14 +119,30 @@ def test_stream_and_serving_featurize_the_same_events_identically(
                                      feature_names=names)
 
         probes = [_event(100 + i, c, t0 + 40_000 + 500 * i) for i, c in enumerate(CUSTOMERS)]
-        with ModelSubscriber(settings) as models:
+        with ModelSubscriber(settings) as models, ModelServer(models, port=0, featurizer=features) as server:
             assert models.wait_for_version(envelope.version, timeout=30)
             serving = models.current()
             at_serving = {p["event_id"]: features.vector(p) for p in probes}
             answers = {eid: serving.predict_proba_one(x) for eid, x in at_serving.items()}
+            # The model API, given the raw events, answers with the same version on the same vectors.
+            api = httpx.post(f"{server.url}/predict", json={"events": probes}, timeout=10)
+            assert api.status_code == 200, api.text
+            assert api.json()["model_version"] == envelope.version
+            from_api = [row["probabilities"] for row in api.json()["predictions"]]
+            assert from_api == [{str(k): v for k, v in answers[p["event_id"]].items()} for p in probes]
+            one = httpx.post(f"{server.url}/predict", json={"event": probes[0]}, timeout=10).json()
+            assert one["prediction"] == serving.predict_one(at_serving[probes[0]["event_id"]])
+            bad = httpx.post(f"{server.url}/predict", json={"event": {**probes[0], "age": 7}}, timeout=10)
+            assert bad.status_code == 422 and "age" in bad.text and "below_min" in bad.text
 
         _produce(settings, topics.raw_events, probes)
         stream = _wait_vectors(settings, topics.features, 42)
+        # The view follows the changelog: each probe's key now counts it too.
+        eventually(
+            lambda: all(sum(s[0] for s in features.view.state(c.encode()).buckets.values()) == n + 1  # type: ignore[union-attr]
+                        for c, n in per_key.items()),
+            timeout=30, what="the window view followed the processor",
+        )
 
     assert all(at_serving[eid]["key_events_60s"] == per_key[p["customer_id"]] + 1
                for eid, p in ((p["event_id"], p) for p in probes))
