@@ -16,8 +16,10 @@ Python client): in one process, clients, servers and publisher would take
 turns on one GIL and the client would measure that instead. It reports, per
 scenario and connection count, requests, failed requests (any status but 200,
 or a connection error), throughput, p50 and p99 latency; the ratios
-swaps/no-swaps p99 and streamml/baseline throughput and p99; and checks that
-every answer names a version that was published. Without
+swaps/no-swaps p99 and streamml/baseline throughput and p99; the time from
+the start of each version's ``publish()`` to the first answer naming it (p50
+and p99 over the swaps: the model API's publish-to-first-prediction latency);
+and checks that every answer names a version that was published. Without
 ``--bootstrap-servers`` it starts the embedded broker itself.
 """
 
@@ -78,6 +80,16 @@ class LoadResult:
     versions: Counter[int] = field(default_factory=Counter)
     swaps: int | None = None
     published: list[int] = field(default_factory=list)
+    #: Wall-clock time each version's publish() started (the publisher process's clock; same machine).
+    published_at: dict[int, float] = field(default_factory=dict)
+    #: Wall-clock time each version was first in an answer, over all connections.
+    first_answer_at: dict[int, float] = field(default_factory=dict)
+
+    def publish_to_first_answer_ms(self) -> list[float]:
+        """Per published version, from the start of its publish() to the first answer that names it."""
+        return [
+            (self.first_answer_at[v] - t) * 1000 for v, t in self.published_at.items() if v in self.first_answer_at
+        ]
 
     @staticmethod
     def _pct(samples: Sequence[float], q: float) -> float:
@@ -98,6 +110,8 @@ class LoadResult:
             "versions_answered": sorted(self.versions),
             "swaps": self.swaps,
             "published": self.published,
+            "publish_to_first_answer_p50_ms": self._pct(self.publish_to_first_answer_ms(), 0.5),
+            "publish_to_first_answer_p99_ms": self._pct(self.publish_to_first_answer_ms(), 0.99),
         }
 
 
@@ -125,6 +139,8 @@ class _Client(threading.Thread):
         self.failed = 0
         self.statuses: Counter[int] = Counter()
         self.versions: Counter[int] = Counter()
+        #: Wall-clock time of the first answer naming each version.
+        self.first_seen: dict[int, float] = {}
 
     def run(self) -> None:
         while not self.stop.is_set():
@@ -159,6 +175,8 @@ class _Client(threading.Thread):
             version = json.loads(body).get("model_version")
             if version is not None:
                 self.versions[version] += 1
+                if version not in self.first_seen:
+                    self.first_seen[version] = time.time()
 
 
 def _load(
@@ -184,6 +202,8 @@ def _load(
         result.failed += client.failed
         result.statuses.update(client.statuses)
         result.versions.update(client.versions)
+        for version, at in client.first_seen.items():
+            result.first_answer_at[version] = min(at, result.first_answer_at.get(version, at))
     return result
 
 
@@ -255,7 +275,7 @@ def _publish_versions(env: dict[str, str], count: int, interval: float, pipe: Co
     publisher.start()  # fences the previous publisher of this name: only one publishes at a time
     pipe.send("ready")
     pipe.recv()
-    versions: list[int] = []
+    versions: list[tuple[int, float]] = []
     try:
         start = time.monotonic()
         for i in range(count):
@@ -264,8 +284,9 @@ def _publish_versions(env: dict[str, str], count: int, interval: float, pipe: Co
             if delay > 0:
                 time.sleep(delay)
             model = small_model(200 + i + 1)
+            started = time.time()
             envelope = publisher.publish(model, metrics={}, n_learned=i + 1, input_offsets={}, golden_inputs=GOLDEN)
-            versions.append(envelope.version)
+            versions.append((envelope.version, started))
     finally:
         publisher.close()
         pipe.send(versions)
@@ -294,7 +315,9 @@ def _swap_during(rig: _Rig, count: int, interval: float, into: LoadResult) -> Ca
         if not ours.poll(count * interval + 120):
             child.kill()
             raise RuntimeError("the publisher process did not finish")
-        into.published = ours.recv()
+        sent: list[tuple[int, float]] = ours.recv()
+        into.published = [version for version, _ in sent]
+        into.published_at = dict(sent)
         child.join(30)
 
     return publish
@@ -413,6 +436,12 @@ def table(report: dict[str, Any]) -> str:
             f"{connections} conn(s): swaps/no-swaps p99 {r['swaps_vs_no_swaps_p99']:.2f}, streamml/baseline "
             f"throughput {r['streamml_vs_baseline_throughput']:.2f}, p99 {r['streamml_vs_baseline_p99']:.2f}"
         )
+    for s in report["runs"]:
+        if s["scenario"] == "streamml+swaps":
+            lines.append(
+                f"{s['connections']} conn(s): publish -> first answer with that version p50 "
+                f"{s['publish_to_first_answer_p50_ms']:.1f} ms, p99 {s['publish_to_first_answer_p99_ms']:.1f} ms"
+            )
     unexpected = report["unpublished_versions_answered"]
     lines.append("every answered version was published" if not unexpected else f"UNPUBLISHED versions: {unexpected}")
     return "\n".join(lines)

@@ -32,7 +32,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
 from collections.abc import Mapping
 from typing import Annotated, Any
 
@@ -41,9 +40,9 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from pydantic import BaseModel, Field, Strict, ValidationError, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from consumers.http_service import MAX_BODY_BYTES, MAX_INSTANCES, EventFeaturizer, ModelSource
+from consumers.http_guard import BodyLimitAndMetrics
+from consumers.http_service import MAX_INSTANCES, EventFeaturizer, ModelSource
 from consumers.serving_metrics import CONTENT_TYPE, ServingMetrics
 from consumers.swap import ServingModel
 from streamml.errors import EventRejectedError, FeaturesUnavailableError, ModelNotReadyError
@@ -194,74 +193,6 @@ def _vector(featurizer: EventFeaturizer | None, event: Mapping[str, Any], where:
         raise _BadRequest(422, f"{where}: the event cannot be featurized: {type(exc).__name__}: {exc}") from exc
 
 
-class _Guard:
-    """Outer ASGI layer: 413 for a body over the limit before the app reads it, and request metrics.
-
-    A plain ASGI class rather than Starlette's ``BaseHTTPMiddleware``, which
-    would add a task and a memory stream to every request.
-    """
-
-    def __init__(self, app: ASGIApp, metrics: ServingMetrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500  # what the client gets if the app raises before answering
-
-        async def send_counted(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
-            if length is not None:
-                # The HTTP parser has refused a malformed Content-Length before the app sees it.
-                too_big = not length.isdigit() or int(length) > MAX_BODY_BYTES
-            elif scope["method"] in ("POST", "PUT", "PATCH"):
-                # Chunked: no length up front, so read it here, counting, and replay it to the app.
-                receive, too_big = await self._buffered(receive)
-            else:
-                too_big = False
-            if too_big:
-                await _answer(413, {"error": f"body over {MAX_BODY_BYTES} bytes"})(scope, receive, send_counted)
-            else:
-                await self.app(scope, receive, send_counted)
-        finally:
-            self.metrics.observe(scope["path"], status, time.perf_counter() - started)
-
-    @staticmethod
-    async def _buffered(receive: Receive) -> tuple[Receive, bool]:
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            if size > MAX_BODY_BYTES:
-                return receive, True
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()  # after the body: the disconnect, when it comes
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        return replay, False
-
-
 def _hoisted(schema: dict[str, Any], components: dict[str, Any]) -> dict[str, Any]:
     """``schema`` with its ``$defs`` moved into OpenAPI's components and its ``$ref``s pointed there."""
     schema = dict(schema)
@@ -290,7 +221,7 @@ def build_app(
         summary="Predictions from the newest verified model on the models topic, hot-swapped",
         redoc_url=None,
     )
-    app.add_middleware(_Guard, metrics=metrics)
+    app.add_middleware(BodyLimitAndMetrics, metrics=metrics)
     app.state.metrics = metrics
     request_body = {
         "required": True,

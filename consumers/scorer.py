@@ -9,6 +9,21 @@ the batch's predictions were acknowledged. A record the model cannot score
 (it raises on it) is logged with its position, counted as skipped and
 stepped over: it gets no prediction, and it does not crash the scorer into a
 replay loop.
+
+Scale-out: several scorers in the one group ``Groups.scorer`` split the
+features partitions; each follows the models topic on its own (its own
+:class:`ModelSubscriber`) and hot-swaps by itself. The offsets a scorer has
+stored are committed when its partitions are revoked, so a rebalance among
+live scorers replays nothing; a scorer that dies replays, on its partitions'
+next owner, what it scored after its last commit (auto-commit interval plus
+the batch in flight). Each prediction names its input's ``event_id``, so
+those duplicates can be counted downstream.
+
+Time to the first prediction: the subscriber imports the model library
+ahead of the first load (:data:`consumers.subscriber.WARM_UP_MODULES`) while
+the scorer waits for the model and for its group join
+(``docs/embedded-broker.md#first-group-join``); the wait loop checks for the
+model every :data:`_WAIT_SECONDS`.
 """
 
 from __future__ import annotations
@@ -20,13 +35,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Message, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
 from consumers.subscriber import ModelSubscriber
 from streamml.cluster import Cluster
 from streamml.config import Settings
 from streamml.errors import DecodeError
-from streamml.kafka import Deliveries, decoded, format_record, produce, store_offsets
+from streamml.kafka import Deliveries, decoded, describe_error, format_record, produce, store_offsets
 from streamml.records import FeatureVector, Prediction, RecordCodec, avro_label
 
 __all__ = ["StreamScorer", "ScoreReport", "rewind_points"]
@@ -34,6 +49,12 @@ __all__ = ["StreamScorer", "ScoreReport", "rewind_points"]
 logger = logging.getLogger(__name__)
 
 _BATCH = 500
+#: Longest one consume waits while no model is loaded: bounds how late a newly
+#: loaded first model is noticed (the partitions are paused, so it returns nothing).
+_WAIT_SECONDS = 0.05
+#: Longest one consume waits for a batch once scoring (a partial batch is scored then).
+_POLL_SECONDS = 0.1
+
 
 
 @dataclass
@@ -44,8 +65,6 @@ class ScoreReport:
     skipped: int = 0
     #: Predictions made per model version.
     versions: dict[int, int] = field(default_factory=dict)
-
-
 
 
 def rewind_points(messages: Iterable[Message]) -> dict[tuple[str, int], int]:
@@ -108,16 +127,16 @@ class StreamScorer:
         consumer = self.cluster.group_consumer(self.cluster.groups.scorer)
         producer = self.cluster.producer()
         try:
-            consumer.subscribe([self.features], on_assign=self._on_assign)
+            consumer.subscribe([self.features], on_assign=self._on_assign, on_revoke=self._on_revoke)
             while not self.subscriber.ready:
                 if self.stop.is_set():
                     return self.report
-                self._hold_back(consumer, consumer.consume(_BATCH, timeout=0.2))
+                self._hold_back(consumer, consumer.consume(_BATCH, timeout=_WAIT_SECONDS))
             consumer.resume(consumer.assignment())
             logger.info("scoring %s with %s v%s", self.features, self.subscriber.model_name, self.subscriber.version)
             while not self.stop.is_set() and not self._enough():
                 budget = _BATCH if self.max_events is None else min(_BATCH, self.max_events - self.report.scored)
-                batch = consumer.consume(budget, timeout=0.2)
+                batch = consumer.consume(budget, timeout=_POLL_SECONDS)
                 if batch:
                     self._score_batch(consumer, producer, batch)
         finally:
@@ -141,9 +160,28 @@ class StreamScorer:
             consumer.pause([TopicPartition(topic, partition)])
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        logger.info("assigned %s %s", self.features, sorted(tp.partition for tp in partitions))
         consumer.assign(partitions)
         if not self.subscriber.ready:
             consumer.pause(partitions)
+
+    def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        """Commit what was stored before the partitions go: their next owner then starts after it.
+
+        Offsets are stored only after a batch's predictions were acknowledged
+        (and no batch is in flight inside a rebalance callback), so this commit
+        never skips a record; without it the next owner would replay up to an
+        auto-commit interval of predictions.
+        """
+        logger.info("revoked %s %s", self.features, sorted(tp.partition for tp in partitions))
+        try:
+            consumer.commit(asynchronous=False)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if isinstance(error, KafkaError) and error.code() == KafkaError._NO_OFFSET:
+                return  # nothing stored since the last commit
+            # At-least-once still holds: the next owner replays from the last commit.
+            logger.warning("cannot commit %s before a rebalance: %s", self.features, describe_error(exc))
 
     def _enough(self) -> bool:
         return self.max_events is not None and self.report.scored >= self.max_events

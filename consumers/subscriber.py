@@ -8,6 +8,18 @@
         if models.wait_ready(timeout=30):
             y = models.predict_one(x)
 
+    models = ModelSubscriber(settings).start(wait=30)  # ready before the first request, if a model exists
+    if not models.ready: ...                           # start() returns either way: ``ready`` tells
+
+From asyncio code (a FastAPI lifespan, an aiohttp handler), ``await
+models.wait_ready_async(timeout=30)`` waits without blocking the event loop.
+:meth:`~ModelSubscriber.current`, :meth:`~ModelSubscriber.predict_one` and
+the other readers are safe to call from a coroutine as they are: they take no
+lock and do no I/O (one reference read, then the model's own computation),
+so there is no ``predict_one_async``. A model slow enough to stall the loop
+is better run with ``await asyncio.to_thread(models.predict_one, x)``.
+Every method may be called from any thread.
+
 A background thread reads the models topic with ``assign()`` and no consumer
 group: every app instance must see every version, and ``assign()`` avoids the
 slow first group join (``docs/embedded-broker.md#first-group-join``). At start
@@ -35,8 +47,12 @@ subscriber (a new instance) to accept the new sequence.
 
 from __future__ import annotations
 
+import asyncio
+import importlib
+import importlib.util
 import logging
 import threading
+from collections.abc import Iterable
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
@@ -62,6 +78,38 @@ _RETRY_INITIAL_SECONDS = 0.5
 _RETRY_MAX_SECONDS = 30.0
 #: Longest one wait for a models-topic record; bounds how late a stop is noticed.
 _POLL_SECONDS = 0.2
+
+
+def _resolve(future: asyncio.Future[bool]) -> None:
+    """Resolve a :meth:`ModelSubscriber.wait_ready_async` future (on its loop's thread)."""
+    if not future.done():
+        future.set_result(True)
+
+
+#: What a first river model unpickles into, imported by the subscriber thread
+#: before it reads the topic: the catalog's default pipeline (a scaler and a
+#: linear model) needs all three, and importing them took about 3 s of a first
+#: load on a busy 2-core machine (the demo's), enough for the scorer to miss v1.
+WARM_UP_MODULES = ("river.compose", "river.preprocessing", "river.linear_model")
+
+
+def _warm_up(modules: Iterable[str] = WARM_UP_MODULES) -> list[str]:
+    """Import ``modules`` (those installed) so a first model load does not wait for them; return those imported.
+
+    A module that fails to import is left to the model load, which reports
+    it with the version it belongs to.
+    """
+    imported: list[str] = []
+    for name in modules:
+        try:
+            if importlib.util.find_spec(name.split(".")[0]) is None:
+                continue
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - only a head start: the load itself reports a broken install
+            logger.debug("warm-up import of %s failed", name, exc_info=True)
+            continue
+        imported.append(name)
+    return imported
 
 
 def _backoff(failures: int) -> float:
@@ -113,10 +161,22 @@ class ModelSubscriber:
         #: The last error the background thread hit (it keeps going: a bad
         #: record is refused, a failing consumer is retried with backoff).
         self.last_error: Exception | None = None
+        #: Set once the start-up read to the topic's end is done, whether or not it found a model.
+        self._caught_up = threading.Event()
+        #: Coroutines waiting in :meth:`wait_ready_async`: their loop and the future to resolve.
+        self._async_waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[bool]]] = set()
+        self._async_lock = threading.Lock()
+        self._slot.on_swap(self._wake_async_waiters)
 
     # -- lifecycle -------------------------------------------------------
-    def start(self) -> ModelSubscriber:
+    def start(self, wait: float | None = None) -> ModelSubscriber:
         """Start the background thread (returns ``self``); a no-op if it is running.
+
+        With ``wait``, block until a model is loaded or ``wait`` seconds
+        passed, so an app whose model exists is ready before its first
+        request. It returns ``self`` either way: :attr:`ready` tells which
+        (a topic with no acceptable version yet is not an error, the thread
+        keeps following it).
 
         After :meth:`stop` it may be started again: it resumes following the
         topic where it stopped. Raises :class:`RuntimeError` if a previous
@@ -124,14 +184,19 @@ class ModelSubscriber:
         """
         with self._lifecycle:
             if self._thread is not None and self._thread.is_alive():
-                if not self._stop.is_set():
-                    return self
-                raise RuntimeError(
-                    f"the model subscriber thread for {self.model_name!r} is still stopping; call stop() again first"
+                if self._stop.is_set():
+                    raise RuntimeError(
+                        f"the model subscriber thread for {self.model_name!r} is still stopping; "
+                        "call stop() again first"
+                    )
+            else:
+                self._stop.clear()
+                self._thread = threading.Thread(
+                    target=self._run, name=f"model-subscriber-{self.model_name}", daemon=True
                 )
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name=f"model-subscriber-{self.model_name}", daemon=True)
-            self._thread.start()
+                self._thread.start()
+        if wait is not None:
+            self.wait_ready(wait)  # outside the lifecycle lock: stop() must not wait behind it
         return self
 
     def stop(self, timeout: float = 10.0) -> bool:
@@ -231,12 +296,62 @@ class ModelSubscriber:
         """Block until a model is loaded; ``False`` on timeout."""
         return self._slot.wait_for(lambda s: s is not None, timeout)
 
+    async def wait_ready_async(self, timeout: float | None = None) -> bool:
+        """Wait until a model is loaded without blocking the event loop; ``False`` on timeout.
+
+        No thread waits on the coroutine's behalf: the swap that loads the
+        first model resolves a future on the caller's loop. Cancelling the
+        coroutine leaves nothing behind.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
+        waiter = (loop, future)
+        # Checked under the lock the swap callback takes: a model loaded after
+        # this check finds the waiter registered, so no wake-up is lost.
+        with self._async_lock:
+            if self.ready:
+                return True
+            self._async_waiters.add(waiter)
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except asyncio.TimeoutError:
+            return self.ready
+        finally:
+            with self._async_lock:
+                self._async_waiters.discard(waiter)
+
+    def _wake_async_waiters(self, _old: int | None, _new: int, _envelope: dict[str, Any]) -> None:
+        """Swap callback (subscriber thread): resolve every :meth:`wait_ready_async` future, on its own loop."""
+        with self._async_lock:
+            waiters, self._async_waiters = self._async_waiters, set()
+        for loop, future in waiters:
+            try:
+                loop.call_soon_threadsafe(_resolve, future)
+            except RuntimeError:  # that loop is closed: nobody is waiting any more
+                logger.debug("wait_ready_async: the waiting event loop is closed")
+
+    @property
+    def caught_up(self) -> bool:
+        """``True`` once the start-up read to the models topic's end is done (with or without a model).
+
+        ``caught_up and not ready``: the topic holds no version this process
+        accepts yet (``refused`` says why), so waiting longer only helps if
+        one is published.
+        """
+        return self._caught_up.is_set()
+
+    def wait_caught_up(self, timeout: float | None = None) -> bool:
+        """Block until the start-up read to the topic's end is done; ``False`` on timeout."""
+        return self._caught_up.wait(timeout)
+
     def wait_for_version(self, version: int, timeout: float | None = None) -> bool:
         """Block until version ``version`` or a newer one serves; ``False`` on timeout."""
         return self._slot.wait_for(lambda s: s is not None and s.version >= version, timeout)
 
     # -- background thread -----------------------------------------------
     def _run(self) -> None:
+        if self._next_offset is None:  # the first start: a head start for the first model load
+            _warm_up()
         while not self._stop.is_set():
             try:
                 if self._next_offset is None:
@@ -246,6 +361,7 @@ class ModelSubscriber:
                         continue
                     self._next_offset = start
                     self._failures = 0
+                    self._caught_up.set()
                 self._follow()
             except Exception as exc:  # the thread must outlive any one failure
                 self._failures += 1

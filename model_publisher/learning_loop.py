@@ -41,6 +41,15 @@ gate's decision; a refused one is withheld from consumers. The offsets
 stored are the frozen copy's, so the gate window is learned again after a
 crash. On the way out a waiting candidate is judged on the events it has.
 
+Feedback guard: predictions never flow back into training unless
+``STREAMML_LEARNER_ALLOW_PREDICTION_SOURCE`` says so. At start the loop
+refuses (:class:`~streamml.errors.ConfigError`, exit 2) a source that is the
+predictions topic, or whose first records (:data:`PEEK_RECORDS` per
+partition, within :data:`PEEK_SECONDS`) carry a model version
+(:func:`model_version_marker`: a Prediction record, a model-version header,
+a ``model_version`` feature). At run time such a record is stepped over and
+counted in ``LearnReport.refused``, never learned.
+
 Another learner of the same model name fences this one's publisher
 (:mod:`model_publisher.publisher`): its next publish raises
 :class:`~streamml.errors.PublisherFencedError`, which ends the loop the same
@@ -50,6 +59,7 @@ way, with nothing stored past its last published version.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -67,18 +77,57 @@ from model_publisher.publisher import ModelPublisher
 from streamml.cluster import Cluster
 from streamml.config import Settings
 from streamml.envelope import GOLDEN_EXAMPLES, ModelEnvelope
-from streamml.errors import DecodeError, KafkaClientError, ModelTooLargeError, UnlearnableRecordsError
-from streamml.kafka import decoded, describe_error, format_record, store_offsets
+from streamml.errors import ConfigError, DecodeError, KafkaClientError, ModelTooLargeError, UnlearnableRecordsError
+from streamml.kafka import decoded, describe_error, format_record, record_headers, store_offsets
 from streamml.lag import watermarks
-from streamml.records import FeatureVector, RecordCodec
+from streamml.records import FeatureVector, Prediction, RecordCodec
 from streamml.registry import read_history
+from streamml.serde import SCHEMA_HEADER, Headers, header_value
 from streamml.trust import load_model
 
-__all__ = ["LearningLoop", "LearnReport"]
+__all__ = [
+    "LearningLoop", "LearnReport", "model_version_marker", "MODEL_VERSION_FIELD", "PEEK_RECORDS", "PEEK_SECONDS",
+]
 
 logger = logging.getLogger(__name__)
 
 _BATCH = 500
+
+#: The field a :class:`~streamml.records.Prediction` names the version that made it in.
+MODEL_VERSION_FIELD = "model_version"
+#: The setting that lets the learner train on model outputs, as its variable is spelled.
+ALLOW_SETTING = "STREAMML_LEARNER_ALLOW_PREDICTION_SOURCE"
+#: Records per partition the start-up check reads from each source's start.
+PEEK_RECORDS = 20
+#: Longest the start-up check reads, seconds, over all of a source's partitions.
+PEEK_SECONDS = 5.0
+_PREDICTION_FINGERPRINT = dict(RecordCodec(Prediction).headers)[SCHEMA_HEADER]
+_PREDICTIONS = RecordCodec(Prediction)
+#: Header names that mark a record as made by a model (compared lowercased, ``-`` and ``.`` as ``_``).
+_VERSION_HEADERS = (MODEL_VERSION_FIELD,)
+
+
+def model_version_marker(value: bytes | None, headers: Headers) -> str | None:
+    """Say how a record shows it carries a model version (it is a model's output), else ``None``.
+
+    Looked at, without decoding the record as a feature vector: a header
+    named like ``model_version`` (``streamml.model.version`` too), and the
+    writer-schema header of a :class:`~streamml.records.Prediction` (what
+    the stream scorer writes). A feature named ``model_version`` is checked
+    on the decoded record (:meth:`LearningLoop._handle`).
+    """
+    for name, raw in headers or ():
+        normal = name.lower().replace("-", "_").replace(".", "_")
+        if normal.endswith(_VERSION_HEADERS):
+            shown = raw.decode("utf-8", errors="replace")[:40] if raw is not None else ""
+            return f"header {name}={shown}"
+    if header_value(headers, SCHEMA_HEADER) == _PREDICTION_FINGERPRINT:
+        try:
+            version: object = _PREDICTIONS.decode(value, headers).model_version
+        except DecodeError:
+            version = "unreadable"
+        return f"a Prediction record ({MODEL_VERSION_FIELD} {version})"
+    return None
 
 
 @dataclass
@@ -97,6 +146,8 @@ class LearnReport:
     history: int = 0
     #: The version published once a fresh model had caught up on the history.
     caught_up_version: int | None = None
+    #: Records refused because they carry a model version (predictions fed back), never learned.
+    refused: int = 0
 
 
 class LearningLoop:
@@ -117,10 +168,15 @@ class LearningLoop:
         on_publish: Callable[[ModelEnvelope], None] | None = None,
         resume: bool = True,
         policy: PublishPolicy | None = None,
+        topic: str | None = None,
     ) -> None:
         self.cluster = Cluster.of(settings)
         self.settings = self.cluster.settings
-        self.topic = self.cluster.topics.features
+        #: The training source: the features topic unless ``topic`` names another.
+        self.topic = topic or self.cluster.topics.features
+        self._allow_predictions = self.settings.learner_allow_prediction_source
+        #: :meth:`check_sources` passed (the CLI calls it before its start line; run() then does not again).
+        self._sources_checked = False
         #: Delayed labels: the joined records are read too (see OnlineLearner.predict_ahead).
         self.delayed = self.settings.label_mode == "delayed"
         self.labelled = self.cluster.topics.features_labelled
@@ -241,6 +297,7 @@ class LearningLoop:
         build(self.settings.model_spec)  # an unknown spec fails before any broker work
         # Missing topics are an error, not a wait: a subscribe to them would idle silently.
         self.cluster.require_topics([*self.inputs, self._publisher.topic])
+        self.check_sources()
         consumer: Consumer | None = None
         try:
             self._publisher.start()
@@ -267,7 +324,8 @@ class LearningLoop:
 
             while not self.stop.is_set() and not self._enough():
                 budget = _BATCH if self.max_events is None else min(_BATCH, self.max_events - self.report.consumed)
-                for message, record in decoded(consumer.consume(budget, timeout=0.2), self._codec, on_skip=skip):
+                batch = self._refuse_model_outputs(learner, consumer.consume(budget, timeout=0.2))
+                for message, record in decoded(batch, self._codec, on_skip=skip):
                     self._handle(learner, message, record)
                     if self._window_full:
                         self._publish_window(consumer)
@@ -289,6 +347,104 @@ class LearningLoop:
                 consumer.close()  # commits the offsets stored after the last publish
             self._publisher.close()
         return self.report
+
+    def check_sources(self) -> None:
+        """Refuse a training source that holds model outputs, unless the setting allows it.
+
+        Raises :class:`~streamml.errors.ConfigError` (exit 2) naming the
+        source, why, and :data:`ALLOW_SETTING`. Reads at most
+        :data:`PEEK_RECORDS` records per partition, for at most :data:`PEEK_SECONDS`.
+        """
+        if self._sources_checked:
+            return
+        for topic in self.inputs:
+            problem: str | None = None
+            if topic == self.cluster.topics.predictions:
+                problem = "it is the predictions topic"
+            else:
+                found = self._peek(topic)
+                problem = None if found is None else f"its record {found[0]} carries a model version: {found[1]}"
+            if problem is None:
+                continue
+            if self._allow_predictions:
+                logger.warning(
+                    "learning from %s although %s: allowed by %s=true (a feedback loop)", topic, problem, ALLOW_SETTING
+                )
+                continue
+            raise ConfigError(
+                f"refusing to learn from {topic}: {problem}; predictions must not flow back into training "
+                f"(set {ALLOW_SETTING}=true to allow it)"
+            )
+        self._sources_checked = True
+
+    def _peek(self, topic: str) -> tuple[str, str] | None:
+        """The first record among the first few of each partition that carries a model version: ``(where, how)``."""
+        marks = watermarks(self.cluster, [(topic, p) for p in self.cluster.partitions(topic)])
+        left = {p: min(high - low, PEEK_RECORDS) for (_, p), (low, high) in marks.items() if high > low}
+        if not left:
+            return None
+        consumer = self.cluster.consumer("reader")
+        try:
+            consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in left])
+            deadline = time.monotonic() + PEEK_SECONDS
+            while any(n > 0 for n in left.values()) and time.monotonic() < deadline:
+                for message in consumer.consume(100, timeout=0.1):
+                    if message.error() is not None:
+                        continue
+                    where_topic, partition, offset = _position(message)
+                    if left.get(partition, 0) <= 0:
+                        continue
+                    left[partition] -= 1
+                    how = model_version_marker(message.value(), record_headers(message))
+                    if how is None:
+                        how = self._marked_feature(message)
+                    if how is not None:
+                        return format_record(where_topic, partition, offset), how
+        finally:
+            consumer.close()
+        return None
+
+    def _marked_feature(self, message: Message) -> str | None:
+        try:
+            record = self._codec.decode(message.value(), record_headers(message))
+        except DecodeError:
+            return None
+        if MODEL_VERSION_FIELD in record.features:
+            return f"feature {MODEL_VERSION_FIELD}={record.features[MODEL_VERSION_FIELD]:g}"
+        return None
+
+    def _refuse_model_outputs(self, learner: OnlineLearner, batch: list[Message]) -> list[Message]:
+        """Step over (and count) records that carry a model version; return the others.
+
+        They are advanced past, so the published offsets move on and they
+        are never replayed. Allowed by the setting, they pass (a Prediction
+        record is then skipped as undecodable: it is no feature vector).
+        """
+        if self._allow_predictions:
+            return batch
+        kept: list[Message] = []
+        for message in batch:
+            how = None if message.error() is not None else model_version_marker(
+                message.value(), record_headers(message)
+            )
+            if how is None:
+                kept.append(message)
+                continue
+            self._refuse(learner, message, how)
+        return kept
+
+    def _refuse(self, learner: OnlineLearner, message: Message, how: str) -> None:
+        topic, partition, offset = _position(message)
+        self.report.consumed += 1
+        self.report.refused += 1
+        learner.advance(topic, partition, offset)
+        n = self.report.refused
+        if n == 1 or math.log10(n).is_integer():  # 1, 10, 100...: visible, never a flood
+            logger.error(
+                "refusing %s: it carries a model version (%s); predictions are not learned (%d refused so far; "
+                "%s=true allows it)",
+                format_record(topic, partition, offset), how, n, ALLOW_SETTING,
+            )
 
     def _history(self) -> dict[tuple[str, int], int]:
         """The end of every input partition that holds records: what a fresh model reads before it publishes.
@@ -359,6 +515,10 @@ class LearningLoop:
         learner.advance(topic, partition, offset)
 
     def _handle(self, learner: OnlineLearner, message: Message, record: FeatureVector) -> None:
+        if not self._allow_predictions and MODEL_VERSION_FIELD in record.features:
+            # A prediction featurized and fed back: its model's output, not an event.
+            self._refuse(learner, message, f"feature {MODEL_VERSION_FIELD}={record.features[MODEL_VERSION_FIELD]:g}")
+            return
         topic, partition, offset = _position(message)
         self.report.consumed += 1
         label = record.label

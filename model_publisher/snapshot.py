@@ -33,7 +33,7 @@ from streamml.records import FeatureVector, RecordCodec
 if TYPE_CHECKING:
     import pandas
 
-__all__ = ["Snapshot", "read_snapshot", "parse_offsets"]
+__all__ = ["Snapshot", "read_snapshot"]
 
 
 @dataclass
@@ -92,19 +92,6 @@ class Snapshot:
             "snapshot_unlabelled": str(self.unlabelled),
             "snapshot_event_time": f"{min(self.event_times)}-{max(self.event_times)}" if self.event_times else "",
         }
-
-
-def parse_offsets(text: str | None) -> dict[int, int] | None:
-    """``"0:120,1:0"`` -> ``{0: 120, 1: 0}``; ``None`` or empty -> ``None``. :class:`ConfigError` when malformed."""
-    if not text:
-        return None
-    result: dict[int, int] = {}
-    for part in text.split(","):
-        p, sep, o = part.strip().partition(":")
-        if not sep or not p.strip().isdigit() or not o.strip().isdigit():
-            raise ConfigError(f"offsets: {part.strip()!r} is not PARTITION:OFFSET (example: 0:120,1:0)")
-        result[int(p)] = int(o)
-    return result
 
 
 def read_snapshot(

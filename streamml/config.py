@@ -155,6 +155,10 @@ class Settings:
     #: The learner stops with an error after this many consecutive records
     #: its model cannot learn, instead of skipping the stream one line at a time.
     learner_max_consecutive_errors: int = 100
+    #: Let the learner train on the predictions topic, or on records that carry
+    #: a model version (a feedback loop: the model learning its own outputs).
+    #: Off: it refuses such a source at start (exit 2) and such records at run time.
+    learner_allow_prediction_source: bool = False
     #: Port of the embedded broker started by ``streamml broker start``.
     broker_port: int = 9092
     #: Where the embedded broker keeps its pid file and log.
@@ -270,7 +274,7 @@ _FLOAT_FIELDS = {
     "gate_margin",
 }
 _PATH_FIELDS = {"schema_path", "home", "model_signing_key_file"}
-_BOOL_FIELDS = {"development_mode", "serve_allow_extra_features"}
+_BOOL_FIELDS = {"development_mode", "serve_allow_extra_features", "learner_allow_prediction_source"}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 

@@ -22,9 +22,26 @@ from collections.abc import Generator
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
 from streamml.cluster import Cluster
-from streamml.errors import KafkaClientError
+from streamml.errors import ConfigError, KafkaClientError
 
-__all__ = ["read_to_end"]
+__all__ = ["read_to_end", "parse_offsets"]
+
+
+def parse_offsets(text: str | None) -> dict[int, int] | None:
+    """``"0:120,1:0"`` -> ``{0: 120, 1: 0}``; ``None`` or empty -> ``None``. :class:`ConfigError` when malformed.
+
+    The syntax of every ``--from-offsets``/``--to-offsets`` option (a range
+    of a topic to read, by partition and offset).
+    """
+    if not text:
+        return None
+    result: dict[int, int] = {}
+    for part in text.split(","):
+        p, sep, o = part.strip().partition(":")
+        if not sep or not p.strip().isdigit() or not o.strip().isdigit():
+            raise ConfigError(f"offsets: {part.strip()!r} is not PARTITION:OFFSET (example: 0:120,1:0)")
+        result[int(p)] = int(o)
+    return result
 
 
 def read_to_end(

@@ -39,6 +39,7 @@ def _register() -> None:
         process,
         produce,
         score,
+        score_batch,
         serve,
         tail,
         topics,
@@ -47,7 +48,7 @@ def _register() -> None:
 
     for module in (
         broker, topics, keys, produce, process, deadletters, contract, drift, learn, train_batch, model_registry, score,
-        serve, lag, tail, demo,
+        score_batch, serve, lag, tail, demo,
     ):
         for command in module.COMMANDS:
             cli.add_command(command)

@@ -79,6 +79,16 @@ def _summary(result: DemoResult, console: Console) -> None:
     reasons = ", ".join(f"{rule}={n}" for rule, n in s.quarantine_rules.most_common())
     table.add_row("quarantined (dead letters)", f"{s.quarantined:,}" + (f" ({reasons})" if reasons else ""))
     table.add_row("predictions", f"{s.predictions:,} by {len(s.versions_scored)} model versions")
+    if s.versions:
+        v1 = s.versions[0].version
+        table.add_row(f"first prediction after v{v1} published", _after(s.first_prediction_after(v1)))
+        delays = sorted(d for v in s.versions if (d := s.first_prediction_after(v.version)) is not None)
+        if delays:
+            table.add_row(
+                "publish to first prediction",
+                f"median {_seconds(delays[len(delays) // 2])}, max {_seconds(delays[-1])} "
+                f"over the {len(delays)} versions that made predictions",
+            )
     if s.joined:
         table.add_row("joined with delayed labels", f"{s.joined:,}")
     if s.versions:
@@ -100,16 +110,26 @@ def _summary(result: DemoResult, console: Console) -> None:
     console.print(table)
 
     versions = Table(title="model versions (progressive validation at publish time)")
-    for column in ("version", "learned", "accuracy", "rolling 1k", "predictions made"):
+    for column in ("version", "learned", "accuracy", "rolling 1k", "predictions made", "first after publish"):
         versions.add_column(column, justify="right")
     for v in s.versions:
+        delay = s.first_prediction_after(v.version)
         versions.add_row(
             f"v{v.version}", f"{v.n_learned:,}", _pct(v.accuracy), _pct(v.rolling_accuracy),
-            f"{s.versions_scored.get(v.version, 0):,}",
+            f"{s.versions_scored.get(v.version, 0):,}", "-" if delay is None else _seconds(delay),
         )
     console.print(versions)
     for check, passed in result.checks.items():
         console.print(f"  {'[green]✓[/green]' if passed else '[red]✗[/red]'} {check}")
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.1f} s" if value >= 0.1 else f"{value * 1000:.0f} ms"
+
+
+def _after(delay: float | None) -> str:
+    """``0.4 s``, or why there is no figure (the version made no prediction)."""
+    return "it made no prediction" if delay is None else _seconds(delay)
 
 
 def _version(version: int | None) -> str:

@@ -35,6 +35,16 @@ __all__ = ["COMMANDS", "stop_on_signals"]
     help="... or after this many seconds [env STREAMML_PUBLISH_EVERY_SECONDS].",
 )
 @click.option("--max-events", type=int, default=None, help="Stop after consuming this many feature records.")
+@click.option(
+    "--topic",
+    default=None,
+    metavar="TOPIC",
+    help=(
+        "Topic of feature vectors to learn from [default: the features topic]. The predictions topic, or a "
+        "topic whose records carry a model version, is refused (exit 2) unless "
+        "STREAMML_LEARNER_ALLOW_PREDICTION_SOURCE=true."
+    ),
+)
 def learn(
     bootstrap_servers: str | None,
     namespace: str | None,
@@ -42,6 +52,7 @@ def learn(
     publish_every_events: int | None,
     publish_every_seconds: float | None,
     max_events: int | None,
+    topic: str | None,
 ) -> None:
     """Learn online from the features topic and publish model versions."""
     settings = settings_from(
@@ -69,14 +80,16 @@ def learn(
 
     with stop_on_signals() as stop:
         # Built first: a missing signing key is one error line, not a start line and then an error.
-        loop = LearningLoop(settings, max_events=max_events, stop=stop, on_publish=published)
+        loop = LearningLoop(settings, max_events=max_events, stop=stop, on_publish=published, topic=topic)
         # Bounded start-up: no broker is exit 3 within STREAMML_CONNECT_TIMEOUT_SECONDS, missing topics exit 2.
         loop.cluster.require_topics([*loop.inputs, loop.cluster.topics.models])
+        loop.check_sources()  # a feedback loop is exit 2 before the start line
         click.echo(f"learning {settings.model_name} ({settings.model_spec}); Ctrl-C to stop")
         report = loop.run()
     resumed = f", resumed from v{report.resumed_from}" if report.resumed_from else ""
+    refused = f", refused {report.refused} carrying a model version" if report.refused else ""
     click.echo(
-        f"consumed {report.consumed}, learned {report.learned}, skipped {report.skipped}, "
+        f"consumed {report.consumed}, learned {report.learned}, skipped {report.skipped}{refused}, "
         f"published {report.published} version(s){resumed}"
     )
 

@@ -109,7 +109,7 @@ def train_batch(
     period = parse_every(every)
     parse_since(since), parse_since(until)  # malformed times fail before any broker work
     from model_publisher.batch_training import BatchTrainer  # deferred: imports scikit-learn
-    from model_publisher.snapshot import parse_offsets
+    from streamml.reader import parse_offsets
 
     start, end = parse_offsets(from_offsets), parse_offsets(to_offsets)
     cluster = Cluster(settings)

@@ -264,6 +264,10 @@ def _checks(
         "every prediction names a published version": set(snapshot.versions_scored)
         <= {v.version for v in snapshot.versions},
         "the scorer never went back to an older version": snapshot.scorer_version_regressions == 0,
+        # The scorer runs before the learner's first version exists, so that
+        # version must reach it and be used (a slow first load once skipped v1-v3).
+        "the scorer predicted with the first published version": bool(snapshot.versions)
+        and snapshot.first_scored_at.get(snapshot.versions[0].version) is not None,
         "the SDK subscriber serves the champion (newest version not withheld)": final_version is not None
         and subscriber.version == final_version,
         "lag is back to zero": sum(g.total for g in lag) == 0,

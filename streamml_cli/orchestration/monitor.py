@@ -69,6 +69,9 @@ class PipelineSnapshot:
     quarantine_rules: Counter[str] = field(default_factory=Counter)
     versions: list[ModelVersionSeen] = field(default_factory=list)
     versions_scored: Counter[int] = field(default_factory=Counter)
+    #: The earliest ``scored_at`` (epoch ms) of a prediction per model version:
+    #: with the envelope's ``created_at``, how long a version took to reach the scorer.
+    first_scored_at: dict[int, int] = field(default_factory=dict)
     #: Predictions whose version is older than the one before them on the same
     #: partition: the scorer went back to an older model (never, when healthy).
     scorer_version_regressions: int = 0
@@ -90,6 +93,17 @@ class PipelineSnapshot:
     def champion(self) -> ModelVersionSeen | None:
         """The newest version the quality gate did not withhold: what consumers serve."""
         return next((v for v in reversed(self.versions) if not v.withheld), None)
+
+    def first_prediction_after(self, version: int) -> float | None:
+        """Seconds from ``version``'s publication (envelope ``created_at``) to its first prediction.
+
+        ``None`` when the version made no prediction (or was not seen on the models topic).
+        """
+        scored = self.first_scored_at.get(version)
+        published = next((v.created_at for v in self.versions if v.version == version), None)
+        if scored is None or published is None:
+            return None
+        return (scored - published) / 1000
 
     @property
     def scorer_accuracy(self) -> float | None:
@@ -190,6 +204,10 @@ class PipelineMonitor:
                 return
             snap = self.snapshot
             snap.versions_scored[record.model_version] += 1
+            # Partitions are read in no particular order: the earliest, not the first read.
+            first = snap.first_scored_at.get(record.model_version)
+            if first is None or record.scored_at < first:
+                snap.first_scored_at[record.model_version] = record.scored_at
             partition = message.partition() or 0
             if record.model_version < self._last_version.get(partition, 0):
                 snap.scorer_version_regressions += 1

@@ -160,3 +160,87 @@ def test_a_stopped_subscriber_restarts_and_resumes_following(settings: Settings,
         assert subscriber.refused == [] and subscriber.swaps == 3
     finally:
         assert subscriber.stop(timeout=15)
+
+
+def _subscriber_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name.startswith("model-subscriber-") and t.is_alive()}
+
+
+def test_no_subscriber_thread_outlives_stop_or_the_with_block(settings: Settings, publisher: ModelPublisher) -> None:
+    before = _subscriber_threads()
+    publish(publisher)
+    subscriber = ModelSubscriber(settings).start(wait=15)
+    assert subscriber.ready and subscriber.version == 1  # start(wait=...) returned with the model loaded
+    assert len(_subscriber_threads() - before) == 1
+    assert subscriber.stop(timeout=15)
+    assert _subscriber_threads() - before == set()
+    assert subscriber.predict_one(X) is not None  # the loaded model keeps answering after stop()
+
+    with ModelSubscriber(settings) as inside:
+        assert inside.wait_ready(timeout=15)
+        assert len(_subscriber_threads() - before) == 1
+    assert _subscriber_threads() - before == set()
+
+
+def test_eight_threads_predicting_during_swaps_never_fail(settings: Settings, publisher: ModelPublisher) -> None:
+    publish(publisher)
+    errors: list[BaseException] = []
+    seen: list[set[int]] = [set() for _ in range(8)]
+    done = threading.Event()
+    with ModelSubscriber(settings) as subscriber:
+        assert subscriber.wait_ready(timeout=15)
+
+        def hammer(mine: set[int]) -> None:
+            while not done.is_set():
+                try:
+                    serving = subscriber.current()  # one snapshot: the version and its answer agree
+                    serving.predict_one(X)
+                    subscriber.predict_one(X)
+                    mine.add(serving.version)
+                except BaseException as exc:  # every failure counts
+                    errors.append(exc)
+
+        readers = [threading.Thread(target=hammer, args=(mine,)) for mine in seen]
+        for reader in readers:
+            reader.start()
+        try:
+            eventually(lambda: all(1 in mine for mine in seen), timeout=15, what="every reader to answer with v1")
+            for version in range(2, 6):
+                publish(publisher, n=version * 11)
+                assert subscriber.wait_for_version(version, timeout=15)
+                # Each reader answers with the new version before the next swap: swaps happen under load.
+                eventually(lambda v=version: all(v in mine for mine in seen), timeout=15, what=f"v{version} answers")
+        finally:
+            done.set()
+            for reader in readers:
+                reader.join()
+    assert errors == []
+    assert all(mine == {1, 2, 3, 4, 5} for mine in seen) and subscriber.swaps == 5
+
+
+def test_wait_ready_async_on_a_live_topic_wakes_on_the_first_version(
+    settings: Settings, publisher: ModelPublisher
+) -> None:
+    import asyncio
+
+    async def main(subscriber: ModelSubscriber) -> tuple[bool, int]:
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        ticker = asyncio.create_task(tick())
+        # Published from a worker thread, so the loop itself stays free while it runs.
+        publishing = asyncio.create_task(asyncio.to_thread(publish, publisher))
+        ready = await subscriber.wait_ready_async(timeout=30)
+        await publishing
+        ticker.cancel()
+        return ready, ticks
+
+    with ModelSubscriber(settings) as subscriber:
+        ready, ticks = asyncio.run(main(subscriber))
+        assert ready and subscriber.version == 1
+        assert ticks > 1  # the loop kept running while the coroutine waited

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 from streamml_cli.demo import _summary
@@ -44,3 +45,23 @@ def test_no_model_yet_is_said_in_words() -> None:
     text = _render(_result(sdk_version=None, producing=None))
     assert "vNone" not in text
     assert "no model yet" in text
+
+
+def test_publish_to_first_prediction_is_shown_per_version_and_a_version_never_used_says_so() -> None:
+    from collections import Counter
+
+    from streamml_cli.orchestration.monitor import ModelVersionSeen
+
+    result = _result(sdk_version=2, producing=10.0)
+    snapshot = result.snapshot
+    snapshot.versions = [ModelVersionSeen(1, 1_000_000, 1, 1.0, 1.0), ModelVersionSeen(2, 1_002_000, 2001, 1.0, 1.0)]
+    snapshot.versions_scored = Counter({1: 10, 2: 5})
+    snapshot.first_scored_at = {1: 1_000_400, 2: 1_002_030}
+    text = _render(result)
+    row = next(line for line in text.splitlines() if "first prediction after v1 published" in line)
+    assert "0.4 s" in row
+    assert "median 0.4 s, max 0.4 s over the 2 versions" in text and "30 ms" in text
+    assert snapshot.first_prediction_after(2) == pytest.approx(0.03)
+
+    del snapshot.first_scored_at[1]
+    assert "it made no prediction" in _render(result)

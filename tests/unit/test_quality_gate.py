@@ -10,9 +10,10 @@ import pytest
 
 from model_publisher.champion import GatedPublishing
 from model_publisher.gate import GateDecision, QualityGate
-from model_publisher.snapshot import Snapshot, parse_offsets
+from model_publisher.snapshot import Snapshot
 from streamml.envelope import seal
 from streamml.errors import ConfigError, EnvelopeError
+from streamml.reader import parse_offsets
 from streamml.registry import newest_authentic
 from streamml.signing import Keyring, SigningKey
 from streamml.trust import TrustPolicy, assess, load_model, unwithheld
