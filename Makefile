@@ -36,6 +36,7 @@ integration: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks $(ARGS)
 	$(BIN)/python -m benchmarks.latency
+	$(BIN)/python -m benchmarks.serving_load
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

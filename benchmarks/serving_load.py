@@ -389,6 +389,7 @@ def _run_on(bootstrap: str, home: Path, count: int, seconds: float) -> dict[str,
                 during=_swap_during(rig, count, seconds / (count + 1), swapping),
             )
             loaded.swaps, loaded.published = _swaps(rig.streamml_port) - before, swapping.published
+            loaded.published_at = swapping.published_at
             published += swapping.published
             results.append(loaded)
     finally:
