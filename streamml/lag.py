@@ -61,7 +61,8 @@ def watermarks(
     consumer and reads the high watermark from the fetch responses; the
     ``ListOffsets`` answer is used where it is larger (it never is on Tansu,
     it agrees on Apache Kafka). The log start is ``ListOffsets(earliest)``,
-    which is right on both.
+    which is right on both. The fetches and the listing get ``timeout`` each,
+    so the call returns within about twice ``timeout`` (plus the consumer's close).
     """
     wanted = sorted(set(partitions))
     if not wanted:
@@ -80,9 +81,13 @@ def watermarks(
                 _, high = consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
                 if high >= 0:
                     fetched[tp] = high
+        # One bound for all the ListOffsets requests, not one each: a broker that
+        # stops answering must not cost ``timeout`` per partition.
+        listing_deadline = time.monotonic() + timeout
         for tp in wanted:
+            left = max(0.1, listing_deadline - time.monotonic())
             try:
-                low, listed = consumer.get_watermark_offsets(TopicPartition(*tp), timeout=timeout, cached=False)
+                low, listed = consumer.get_watermark_offsets(TopicPartition(*tp), timeout=left, cached=False)
             except KafkaException as exc:
                 if tp not in fetched:
                     raise KafkaClientError(

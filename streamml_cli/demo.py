@@ -119,6 +119,8 @@ def _summary(result: DemoResult, console: Console) -> None:
             f"{s.versions_scored.get(v.version, 0):,}", "-" if delay is None else _seconds(delay),
         )
     console.print(versions)
+    for note in result.notes:
+        console.print(f"  [yellow]![/yellow] {note}")
     for check, passed in result.checks.items():
         console.print(f"  {'[green]✓[/green]' if passed else '[red]✗[/red]'} {check}")
 
@@ -174,7 +176,12 @@ def _interrupt(signum: int, frame: object) -> None:
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--port", type=int, default=None, help="Port for the embedded broker [default: a free one].")
 @click.option(
-    "--timeout", type=float, default=600.0, show_default=True, help="Give up if the pipeline has not drained by then."
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="Give up after SECONDS, stop everything and exit 4 naming what it was waiting for "
+    "[default: 120 + EVENTS/200 + EVENTS/RATE].",
 )
 def demo(
     bootstrap_servers: str | None,
@@ -187,14 +194,19 @@ def demo(
     label_delay: float | None,
     seed: int,
     port: int | None,
-    timeout: float,
+    timeout: float | None,
 ) -> None:
     """Run the whole pipeline on a drifting event stream and print a summary.
 
     Starts the embedded broker (unless --bootstrap-servers or
     STREAMML_BOOTSTRAP_SERVERS names a cluster), creates the topics, runs the
     processor, learner and scorer, streams EVENTS synthetic events with concept
-    drift, and stops everything it started. Exits 0 when every check passes.
+    drift, and stops everything it started.
+
+    Exit codes: 0 every check passed; 1 a check failed or a component exited
+    unexpectedly; 2 bad options; 3 the broker could not be started or
+    reached; 4 the run did not finish within --timeout (stopping the
+    components then takes up to 30 s more); 130 interrupted.
     """
     settings = settings_from(
         bootstrap_servers=bootstrap_servers,

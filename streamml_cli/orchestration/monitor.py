@@ -10,7 +10,7 @@ topic, and drift alerts from the monitoring topic. It uses ``assign()`` (no cons
 from __future__ import annotations
 
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
 
@@ -81,6 +81,17 @@ class PipelineSnapshot:
     monitoring_windows: int = 0
     alerts: list[AlertSeen] = field(default_factory=list)
 
+    def copy(self) -> PipelineSnapshot:
+        """A copy that later polls do not change (a poll that overran its bound may still be running)."""
+        return replace(
+            self,
+            quarantine_rules=Counter(self.quarantine_rules),
+            versions=list(self.versions),
+            versions_scored=Counter(self.versions_scored),
+            first_scored_at=dict(self.first_scored_at),
+            alerts=list(self.alerts),
+        )
+
     def first_alert(self, field_name: str, rule: str = "psi") -> AlertSeen | None:
         """The earliest alert of ``rule`` on ``field_name``, if any."""
         return next((a for a in self.alerts if a.field == field_name and a.rule == rule), None)
@@ -138,7 +149,7 @@ class PipelineMonitor:
         self.undecodable = 0
 
     def poll(self, max_records: int = 5000) -> PipelineSnapshot:
-        """Read what is new (up to ``max_records``) and refresh the counts."""
+        """Read what is new (up to ``max_records``), refresh the counts and return a copy of the snapshot."""
         remaining = max_records
         while remaining > 0:
             batch = self._consumer.consume(min(remaining, 1000), timeout=0.05)
@@ -160,7 +171,7 @@ class PipelineMonitor:
         snap.quarantined = total[self._topics.dead_letters]
         snap.predictions = total[self._topics.predictions]
         snap.joined = total[self._topics.features_labelled]
-        return snap
+        return snap.copy()
 
     def _take(self, message: Message) -> None:
         topic = message.topic()

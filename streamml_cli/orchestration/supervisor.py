@@ -9,6 +9,7 @@ the terminal reaches only the parent, which then stops them in order.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -44,6 +45,19 @@ class Component:
         except OSError:
             return "(no log)"
         return "\n".join(text[-lines:]) or "(empty log)"
+
+    def log_versions(self, pattern: re.Pattern[str]) -> list[int]:
+        """The version numbers of log lines matching ``pattern`` (group 1), in log order.
+
+        Components announce what they publish and serve in one line each
+        (``published demo-classifier v3 (...)``, ``serving demo-classifier v3 (...)``);
+        an unreadable log is an empty list.
+        """
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return []
+        return [int(m.group(1)) for m in pattern.finditer(text)]
 
 
 class Supervisor:
@@ -103,8 +117,34 @@ class Supervisor:
         """Stop every component, newest first (consumers before what feeds them)."""
         return {name: self.stop(name, timeout) for name in reversed(list(self.components))}
 
+    def terminate_all(self, grace: float = 10.0) -> dict[str, int]:
+        """Stop every component at once: SIGTERM to all, SIGKILL to those still running after ``grace`` seconds.
+
+        The failure path: components stopped one by one could take ``grace``
+        each, and order no longer matters once the run is abandoned.
+        """
+        running = [c for c in self.components.values() if c.process.poll() is None]
+        for component in running:
+            component.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for component in running:
+            try:
+                component.process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                component.process.kill()
+        for component in running:
+            try:
+                component.process.wait(grace)  # SIGKILL cannot be ignored: this returns at once
+            except subprocess.TimeoutExpired:
+                pass  # unkillable (a zombie's parent is us, so only a stuck kernel call): nothing more to do
+            component.expected_exit = True
+        return {name: c.process.returncode for name, c in self.components.items()}
+
     def __enter__(self) -> Supervisor:
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop_all()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
+        if exc_type is None:
+            self.stop_all()
+        else:
+            self.terminate_all()
