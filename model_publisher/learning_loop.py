@@ -65,6 +65,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
@@ -86,7 +87,8 @@ from streamml.serde import SCHEMA_HEADER, Headers, header_value
 from streamml.trust import load_model
 
 __all__ = [
-    "LearningLoop", "LearnReport", "model_version_marker", "MODEL_VERSION_FIELD", "PEEK_RECORDS", "PEEK_SECONDS",
+    "LearningLoop", "LearnReport", "RecentIds", "model_version_marker", "MODEL_VERSION_FIELD",
+    "PEEK_RECORDS", "PEEK_SECONDS",
 ]
 
 logger = logging.getLogger(__name__)
@@ -148,6 +150,40 @@ class LearnReport:
     caught_up_version: int | None = None
     #: Records refused because they carry a model version (predictions fed back), never learned.
     refused: int = 0
+    #: Records not learned because their event id was learned recently (a
+    #: feature vector the processor emitted again after a crash).
+    duplicates: int = 0
+
+
+class RecentIds:
+    """The last ``capacity`` event ids seen, oldest forgotten first (bounded memory).
+
+    >>> ids = RecentIds(2)
+    >>> [ids.seen_before(i) for i in ("a", "b", "a", "c", "b")]
+    [False, False, True, False, True]
+    >>> ids.seen_before("a")  # forgotten: "b" and "c" are the last two
+    False
+    """
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be at least 1, got {capacity}")
+        self.capacity = capacity
+        self._order: deque[str] = deque()
+        self._ids: set[str] = set()
+
+    def seen_before(self, event_id: str) -> bool:
+        """Whether ``event_id`` is remembered; remember it if not."""
+        if event_id in self._ids:
+            return True
+        self._ids.add(event_id)
+        self._order.append(event_id)
+        if len(self._order) > self.capacity:
+            self._ids.discard(self._order.popleft())
+        return False
+
+    def __len__(self) -> int:
+        return len(self._order)
 
 
 class LearningLoop:
@@ -212,6 +248,9 @@ class LearningLoop:
         self._gate_on = gate_on
         #: The waiting candidate's gate window is full: publish it after this record.
         self._window_full = False
+        #: Event ids learned recently: a replayed feature vector is not learned twice.
+        dedup = self.settings.learner_dedup_events
+        self._learned_ids: RecentIds | None = RecentIds(dedup) if dedup > 0 else None
 
     def _initial_learner(self, committed: dict[tuple[str, int], int]) -> OnlineLearner:
         """Pick the model to continue and decide whether ``committed`` applies to it."""
@@ -522,6 +561,16 @@ class LearningLoop:
         topic, partition, offset = _position(message)
         self.report.consumed += 1
         label = record.label
+        if self._is_duplicate(record, topic, label):
+            # Handled (its offset moves on, so resume stays exact) but not learned again.
+            self.report.duplicates += 1
+            if self.report.duplicates == 1 or self.report.duplicates % 1000 == 0:
+                logger.info(
+                    "not learning %s again: event %s was learned already (%d duplicates so far)",
+                    format_record(topic, partition, offset), record.event_id, self.report.duplicates,
+                )
+            learner.advance(topic, partition, offset)
+            return
         self._recent_inputs.append(record.features)
         self._feature_names.update(record.features)
         try:
@@ -550,6 +599,22 @@ class LearningLoop:
             self.policy.learned()
             if self._gating.observe(record.features, label):
                 self._window_full = True
+
+    def _is_duplicate(self, record: FeatureVector, topic: str, label: Any) -> bool:
+        """Whether this record would teach the model an event it has learned already.
+
+        Only records that are learned count: a labelled feature vector, or a
+        joined label. A delayed record without its label only waits for it,
+        so it neither counts as learned nor is a duplicate.
+        """
+        if self._learned_ids is None:
+            return False
+        learns = topic == self.labelled or label is not None
+        if not learns:
+            return False
+        # A joined label and the event's inline features are different records of one event: keyed apart.
+        key = f"label:{record.event_id}" if topic == self.labelled else record.event_id
+        return self._learned_ids.seen_before(key)
 
     def _failed(self, where: str, exc: Exception) -> None:
         """Count a record the model could not learn; stop after too many in a row."""

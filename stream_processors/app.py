@@ -87,7 +87,7 @@ class BatchHandler(HeldBatches):
         records = [_source_record(event) for event in events]
         # The store, not the table: table reads go through sensors per key.
         store = self.table.data
-        result = self.processor.process_batch(records, store)
+        result = self.processor.process_batch(records, store, _committed(self.app, self.topics.raw_events))
         self.progress.add(records, result)
         changelog = self.table.changelog_topic.get_topic_name()
         topics = self.topics
@@ -108,6 +108,17 @@ class BatchHandler(HeldBatches):
         logger.debug(
             "batch %s: %d features, %d dead letters", _span(records), len(result.features), len(result.dead_letters)
         )
+
+
+def _committed(app: faust.App, topic: str) -> dict[int, int]:
+    """``partition -> committed offset`` of ``topic`` as this worker last committed it (no request).
+
+    faust keeps it in ``Consumer._committed_offset`` (no public accessor); it
+    lets the window journal forget records that can no longer be replayed.
+    Empty (nothing pruned but by the journal's bound) if faust changes.
+    """
+    offsets = getattr(app.consumer, "_committed_offset", None) or {}
+    return {tp.partition: offset for tp, offset in offsets.items() if tp.topic == topic and offset is not None}
 
 
 def _span(records: list[SourceRecord]) -> str:
@@ -179,6 +190,10 @@ def build_app(
         broker_rebalance_timeout=session,
         broker_request_timeout=max(90.0, session * 2),
         consumer_auto_offset_reset="earliest",
+        # Everything processed since the last commit is processed again after a
+        # crash: a short interval keeps that under a second of input
+        # (docs/delivery-guarantees.md; faust's default is 2.8 s).
+        broker_commit_interval=settings.processor_commit_interval_seconds,
         producer_acks=-1,
         producer_linger_ms=5,
         stream_buffer_maxsize=max(4096, 4 * settings.processor_batch_size),
@@ -188,6 +203,13 @@ def build_app(
         # batches whose deliveries are still in flight. It is faust's default:
         # pinned because without it a stop could commit before their acks.
         stream_wait_empty=True,
+        # faust checks a table's persisted changelog offset against the end
+        # ListOffsets reports, which the embedded broker under-reports: a worker
+        # given a changelog partition back in a rebalance crashed with
+        # ConsistencyError (26 > 24) in the fault tier's rebalance storm.
+        # complete_recovery (stream_processors.recovery) rebuilds the store from
+        # the changelog read to its real end, so the check guards nothing here.
+        recovery_consistency_check=False,
     )
     # internal=False and raw codecs: faust neither declares the pipeline topics
     # nor decodes their records (the pipeline needs the original bytes).

@@ -63,8 +63,6 @@ class _BatchContext:
     result: BatchResult
     #: Window state of the keys seen so far in this batch.
     states: dict[bytes, WindowState] = field(default_factory=dict)
-    #: Scratch state of keys with replayed records.
-    replays: dict[bytes, WindowState] = field(default_factory=dict)
     #: Keys whose state changed -> their source partition.
     touched: dict[bytes, int] = field(default_factory=dict)
 
@@ -95,6 +93,7 @@ class BatchProcessor:
         dead_letter_max_bytes: int = 900_000,
         monitor: DistributionMonitor | None = None,
         delayed_labels: bool = False,
+        journal_limit: int = 1000,
     ) -> None:
         self.event_serde = AvroSerde(event_schema, writer_schemas)
         self.feature_codec = RecordCodec(FeatureVector)
@@ -112,6 +111,9 @@ class BatchProcessor:
         self.dead_letter_max_bytes = dead_letter_max_bytes
         self.monitor = monitor
         self.delayed_labels = delayed_labels
+        #: Most journalled records a key's state keeps for exact replays
+        #: (streamml.windows): bounds its changelog record when commits lag.
+        self.journal_limit = journal_limit
 
     @classmethod
     def from_settings(
@@ -177,7 +179,10 @@ class BatchProcessor:
         return spec.continuous, (*spec.categorical, *spec.boolean, *label, *strings)
 
     def process_batch(
-        self, records: Sequence[SourceRecord], windows: Mapping[bytes, Any] | None = None
+        self,
+        records: Sequence[SourceRecord],
+        windows: Mapping[bytes, Any] | None = None,
+        committed: Mapping[int, int] | None = None,
     ) -> BatchResult:
         """Handle a batch in order; ``windows`` maps keys to stored window state.
 
@@ -189,16 +194,14 @@ class BatchProcessor:
 
         A record the stored state already counts (a replay after a crash that
         came between the changelog write and the offset commit, see
-        :mod:`streamml.windows`) leaves the state alone and gets the
-        features it got the first time, recomputed by taking the replayed
-        records of its key in this batch back out of a scratch copy of the
-        state. That is exact (up to float rounding of the means) when the
-        batch reaches the last record the state counts for that key. When the
-        replay is cut into batches differently, a replayed record whose key
-        has more counted records in a later batch also counts those later
-        ones that fall into its window (never itself twice); a record whose
-        bucket a later event expired (over a window plus the lateness newer)
-        misses the events of that bucket.
+        :mod:`streamml.windows`) leaves the state alone and gets the window
+        features it got the first time, kept in the state's journal, however
+        the replay is cut into batches. ``committed`` maps each source
+        partition to its committed offset: journalled records before it can
+        never be replayed and are pruned (the journal also keeps at most
+        ``journal_limit`` records per key; a replay of a record pruned by that
+        bound gets features rebuilt from the state, which may count records of
+        its key that came after it).
         """
         windows = {} if windows is None else windows
         result = BatchResult()
@@ -231,6 +234,7 @@ class BatchProcessor:
                 self.monitor.count_quarantined()
         for key, partition in context.touched.items():  # dumped once per key and batch
             state = context.states[key]
+            state.prune(committed or {}, self.journal_limit)
             result.window_updates[key] = WindowUpdate(partition, state, state.dump(self.window))
         if self.monitor is not None and records:
             self._monitoring(records[-1], result)
@@ -276,21 +280,15 @@ class BatchProcessor:
         if state is None:
             state = context.states[window_key] = self._load_state(context.windows.get(window_key), record)
         replayed = state.contains(record.partition, record.offset)
-        if replayed:
-            scratch = context.replays.get(window_key)
-            if scratch is None:
-                # The state before this record: take it and the key's later
-                # replayed records of the batch back out of a copy.
-                scratch = context.replays[window_key] = state.copy()
-                for later in context.by_key[window_key]:
-                    other = context.parsed[later]
-                    if later >= index and isinstance(other, _Parsed) and state.contains(*other.source):
-                        scratch.remove(other.time_ms, other.values, self.window)
-            window_state = scratch
-        else:
-            window_state = state
+        first = state.first_features(record.partition, record.offset, self.window) if replayed else None
         features = featurize(event, self.feature_spec)
-        features.update(window_features(window_state, time_ms, values, self.window))
+        if first is not None:  # a replay gets exactly what it got the first time (streamml.windows)
+            window = first
+        elif replayed:  # journal pruned past its bound: the state as it was, as well as it can be rebuilt
+            window = window_features(state.before(*item.source, self.window), time_ms, values, self.window)
+        else:
+            window = window_features(state, time_ms, values, self.window)
+        features.update(window)
         key_value = event.get(self.key_field)
         vector = FeatureVector(
             key=None if key_value is None else str(key_value),
@@ -303,10 +301,8 @@ class BatchProcessor:
             source_offset=record.offset,
         )
         value = self.feature_codec.encode(vector)  # may raise: quarantined by the caller
-        if replayed:
-            window_state.add(time_ms, values, self.window)  # back into the scratch copy only
-        # Only an event that made it out is counted in its key's window.
-        elif state.add(time_ms, values, self.window, (record.partition, record.offset)):
+        # Only an event that made it out is counted in its key's window; a replay is counted already.
+        if not replayed and state.add(time_ms, values, self.window, item.source, window):
             context.touched[window_key] = record.partition
         if self.monitor is not None and not replayed:  # a replay was profiled the first time
             self._observe(event, time_ms, record)

