@@ -284,7 +284,8 @@ def test_public_surface_of_the_consumers_package() -> None:
     import consumers
 
     assert set(consumers.__all__) == {
-        "ModelSubscriber", "ModelSlot", "ServingModel", "Refusal", "StreamScorer", "ScoreReport", "ModelServer"
+        "ModelSubscriber", "ModelSlot", "ServingModel", "Refusal", "StreamScorer", "ScoreReport", "ModelServer",
+        "ServingFeatures", "WindowView",
     }
     assert all(hasattr(consumers, name) for name in consumers.__all__)
 
