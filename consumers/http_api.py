@@ -287,7 +287,13 @@ def build_app(
             serving = source.current()
         except ModelNotReadyError:
             return _not_ready()
-        return _answer(200, {"ready": True, "model_version": serving.version})
+        body: dict[str, Any] = {"ready": True, "model_version": serving.version}
+        # Said, not gating: feature vectors are served either way, and a raw event
+        # whose windowed features cannot be computed yet gets its own 503.
+        features_ready = getattr(featurizer, "ready", None)
+        if isinstance(features_ready, bool):
+            body["raw_events_ready"] = features_ready
+        return _answer(200, body)
 
     @app.get("/metrics")
     async def prometheus() -> Response:

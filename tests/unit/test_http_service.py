@@ -267,6 +267,17 @@ def test_unavailable_features_are_503_when_retryable_else_422(featurizing: Model
     assert status == 422 and "never seen" in body["error"] and "Retry-After" not in headers
 
 
+def test_readyz_says_whether_raw_events_can_be_featurized_without_gating_on_it(slot: ModelSlot) -> None:
+    featurizer = FakeFeaturizer()
+    featurizer.ready = False  # type: ignore[attr-defined]  # what ServingFeatures has
+    with ModelServer(slot, port=0, featurizer=featurizer) as running:
+        assert slot.offer(sealed(0.5, 2))
+        assert call(f"{running.url}/readyz")[:2] == (200, {"ready": True, "model_version": 2,
+                                                           "raw_events_ready": False})
+        featurizer.ready = True  # type: ignore[attr-defined]
+        assert call(f"{running.url}/readyz")[1]["raw_events_ready"] is True
+
+
 def test_without_a_featurizer_raw_events_are_422(server: ModelServer, slot: ModelSlot) -> None:
     assert slot.offer(sealed(0.5, 1))
     status, body, _ = call(f"{server.url}/predict", {"event": {"x": 1.0}})
