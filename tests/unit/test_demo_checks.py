@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from streamml.config import Settings
-from streamml_cli.orchestration.demo import DRIFTED_FIELD, DemoOptions, _drift_checks
+from streamml_cli.orchestration.checks import DRIFTED_FIELD
+from streamml_cli.orchestration.checks import drift_checks as _drift_checks
+from streamml_cli.orchestration.demo import DemoOptions
 from streamml_cli.orchestration.monitor import AlertSeen, ModelVersionSeen, PipelineSnapshot
 
 SETTINGS = Settings()  # reference 1,000 events, windows of 500
@@ -71,7 +73,7 @@ def test_a_call_that_never_returns_is_given_up_within_its_bound_and_the_next_fai
 
 
 def test_every_version_after_ready_must_have_been_served_except_withheld_ones() -> None:
-    from streamml_cli.orchestration.demo import _swap_checks
+    from streamml_cli.orchestration.checks import swap_checks as _swap_checks
 
     snapshot = PipelineSnapshot()
     snapshot.versions = [ModelVersionSeen(v, 0, v, 0.9, 0.9, withheld=v == 5) for v in range(1, 6)]
@@ -84,7 +86,7 @@ def test_every_version_after_ready_must_have_been_served_except_withheld_ones() 
 
 
 def test_the_learner_must_have_learned_every_valid_event() -> None:
-    from streamml_cli.orchestration.demo import _checks
+    from streamml_cli.orchestration.checks import pipeline_checks as _checks
 
     class Subscriber:
         version = 1
