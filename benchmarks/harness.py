@@ -15,15 +15,33 @@ are not.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-__all__ = ["Work", "Pair", "Side", "Measurement", "measure"]
+__all__ = ["Work", "Pair", "Side", "Measurement", "measure", "broker_at"]
+
+
+@contextlib.contextmanager
+def broker_at(bootstrap: str | None, home: Path) -> Iterator[str]:
+    """Yield ``bootstrap``, or, when it is ``None``, the address of an embedded broker started under ``home``."""
+    if bootstrap is not None:
+        yield bootstrap
+        return
+    from streamml.broker import EmbeddedBroker, free_port
+
+    broker = EmbeddedBroker(port=free_port(), home=home / "broker")
+    broker.start(timeout=30)
+    try:
+        yield broker.bootstrap_servers
+    finally:
+        broker.stop()
 
 #: One unit of work; returns the number of operations it performed.
 Work = Callable[[], int]

@@ -33,6 +33,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from benchmarks.harness import broker_at
+
 __all__ = ["LatencyResult", "run", "main"]
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latency.json"
@@ -168,26 +170,16 @@ def _measure(bootstrap: str, name: str, model: Any, samples: int, home: Path) ->
 
 def run(bootstrap: str | None, *, quick: bool = False) -> dict[str, LatencyResult]:
     """Measure both model sizes; start the embedded broker when ``bootstrap`` is ``None``."""
-    from streamml.broker import EmbeddedBroker, free_port
-
-    with tempfile.TemporaryDirectory(prefix="streamml-bench-") as scratch:
+    small_samples, large_samples = (5, 2) if quick else (100, 20)
+    with tempfile.TemporaryDirectory(prefix="streamml-bench-") as scratch, \
+            broker_at(bootstrap, Path(scratch)) as servers:
         home = Path(scratch)
-        broker = None
-        if bootstrap is None:
-            broker = EmbeddedBroker(port=free_port(), home=home / "broker")
-            broker.start(timeout=30)
-            bootstrap = broker.bootstrap_servers
-        try:
-            small_samples, large_samples = (5, 2) if quick else (100, 20)
-            return {
-                "small_model": _measure(bootstrap, "small_model", _small_model(), small_samples, home),
-                "large_model": _measure(
-                    bootstrap, "large_model", large_model(20_000 if quick else 100_000), large_samples, home
-                ),
-            }
-        finally:
-            if broker is not None:
-                broker.stop()
+        return {
+            "small_model": _measure(servers, "small_model", _small_model(), small_samples, home),
+            "large_model": _measure(
+                servers, "large_model", large_model(20_000 if quick else 100_000), large_samples, home
+            ),
+        }
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -47,6 +47,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from benchmarks.harness import broker_at
+
 __all__ = ["LoadResult", "run", "main"]
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "serving_load.json"
@@ -325,22 +327,11 @@ def _swap_during(rig: _Rig, count: int, interval: float, into: LoadResult) -> Ca
 
 def run(bootstrap: str | None, *, quick: bool = False, swaps: int | None = None) -> dict[str, Any]:
     """Every scenario for 1 and 8 connections; start the embedded broker when ``bootstrap`` is ``None``."""
-    from streamml.broker import EmbeddedBroker, free_port
-
     count = swaps if swaps is not None else (10 if quick else 50)
     seconds = 3.0 if quick else 10.0
-    with tempfile.TemporaryDirectory(prefix="streamml-serving-load-") as scratch:
-        home = Path(scratch)
-        broker = None
-        if bootstrap is None:
-            broker = EmbeddedBroker(port=free_port(), home=home / "broker")
-            broker.start(timeout=30)
-            bootstrap = broker.bootstrap_servers
-        try:
-            return _run_on(bootstrap, home, count, seconds)
-        finally:
-            if broker is not None:
-                broker.stop()
+    with tempfile.TemporaryDirectory(prefix="streamml-serving-load-") as scratch, \
+            broker_at(bootstrap, Path(scratch)) as servers:
+        return _run_on(servers, Path(scratch), count, seconds)
 
 
 def _run_on(bootstrap: str, home: Path, count: int, seconds: float) -> dict[str, Any]:
