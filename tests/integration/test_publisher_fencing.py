@@ -214,7 +214,8 @@ def test_two_learners_for_one_model_the_older_is_fenced_and_the_cli_says_so_in_o
         # A group of its own: the resume is by the newest version's input offsets, not the group's,
         # and the embedded broker sometimes gives a new member of the old group no partitions for
         # over a minute after a fenced member left (docs/embedded-broker.md#group-hand-over).
-        last.cluster.groups = dataclasses.replace(last.cluster.groups, learner=f"{settings.namespace}streamml.learner-resume")
+        own_group = f"{settings.namespace}streamml.learner-resume"
+        last.cluster.groups = dataclasses.replace(last.cluster.groups, learner=own_group)
         runner = threading.Thread(target=last.run)
         runner.start()
         try:
