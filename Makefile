@@ -37,6 +37,9 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks $(ARGS)
 	$(BIN)/python -m benchmarks.latency
 	$(BIN)/python -m benchmarks.serving_load
+	$(BIN)/python -m benchmarks.processor_throughput
+	$(BIN)/python -m benchmarks.scaleout
+	$(BIN)/python -m benchmarks.producer_throughput
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from benchmarks.__main__ import main
+from benchmarks.broker_runs import ChildStats, RunResult, child_stats
 from benchmarks.cases import CASES
 from benchmarks.harness import Pair, measure
+from benchmarks.processor_throughput import CANDIDATE, format_rows, summarize
 
 SIDE_KEYS = {"label", "ops_per_s", "calls_per_round", "rounds_ops_per_s"}
 RESULT_KEYS = {"unit", "baseline", "candidate", "ratio", "ratio_min", "ratio_max", "rounds"}
@@ -64,3 +66,38 @@ def test_every_case_is_listed(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--list"]) == 0
     listed = capsys.readouterr().out
     assert all(name in listed for name in CASES)
+
+
+# --- Broker benchmarks: processor end to end, scale-out, producer (benchmarks.processor_throughput & co.) ---
+
+
+def _run(rate: float, cpu_s: float, *, events: int = 1000) -> RunResult:
+    """A run whose output took ``events / rate`` seconds after 2 s of start-up."""
+    return RunResult(
+        events=events, quiet_s=2.0, first_output_s=2.01, last_output_s=2.0 + events / rate,
+        steady_cpu_s=cpu_s, total_cpu_s=cpu_s + 1.0, peak_rss_bytes=(50 * 2**20,), counts={"out": events},
+    )
+
+
+def test_processor_summary_is_candidate_over_baseline_per_round_and_names_what_was_skipped() -> None:
+    results = {
+        CANDIDATE: [_run(1000, 0.2), _run(2000, 0.2)],
+        "confluent_forward": [_run(4000, 0.01), _run(4000, 0.01)],
+    }
+    summary = summarize(results)
+
+    assert summary[CANDIDATE]["ratio"] == 1.0
+    assert summary["confluent_forward"]["ratio"] == pytest.approx(0.375)  # median of 0.25 and 0.5
+    assert summary[CANDIDATE]["cpu_us_per_event"] == pytest.approx(200.0)
+    assert summary["confluent_forward"]["peak_rss_mb"] == 50
+    table = format_rows(summary, {"quix_work": ".venv-quix is absent"})
+    assert "confluent_forward" in table and "0.375" in table
+    assert "quix_work: SKIPPED (.venv-quix is absent)" in table  # never silently
+
+
+def test_child_stats_reads_cpu_and_peak_rss_from_proc() -> None:
+    import os
+
+    mine = child_stats(os.getpid())
+    assert mine.cpu_seconds > 0 and mine.peak_rss_bytes > 10 * 2**20
+    assert child_stats(2**22 + 1) == ChildStats(0.0, 0)  # above pid_max: no such process
