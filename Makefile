@@ -20,6 +20,8 @@ demo: $(STAMP)
 	$(BIN)/streamml demo $(ARGS)
 
 test: $(STAMP) lint
+	@# tests/e2e drives Debian's headless Chromium (the monitor's dashboard): install it when absent.
+	command -v chromium >/dev/null || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 	$(BIN)/python -m pytest $(ARGS)
 
 # Lint and type-check: part of `make test`, so CI runs them on every submission.

@@ -37,6 +37,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
+from consumers.scorer_metrics import ScorerMetrics
 from consumers.subscriber import ModelSubscriber
 from streamml.cluster import Cluster
 from streamml.config import Settings
@@ -90,7 +91,8 @@ class StreamScorer:
 
     Uses ``subscriber`` if given (already started or not), else its own
     :class:`ModelSubscriber`. Stops when ``stop`` is set or after
-    ``max_events`` scored records.
+    ``max_events`` scored records. ``metrics``, if given, exports its counts,
+    batch latency and the subscriber's model state.
     """
 
     def __init__(
@@ -100,6 +102,7 @@ class StreamScorer:
         subscriber: ModelSubscriber | None = None,
         max_events: int | None = None,
         stop: threading.Event | None = None,
+        metrics: ScorerMetrics | None = None,
     ) -> None:
         self.cluster = Cluster.of(settings)
         self.settings = self.cluster.settings
@@ -110,6 +113,9 @@ class StreamScorer:
         self.subscriber = subscriber or ModelSubscriber(self.cluster)
         self._owns_subscriber = subscriber is None
         self.report = ScoreReport()
+        self.metrics = metrics
+        if metrics is not None:
+            metrics.watch(self.report, self.subscriber)  # before the subscriber starts: the first swap counts
         self._in = RecordCodec(FeatureVector)
         self._out = RecordCodec(Prediction)
 
@@ -138,7 +144,10 @@ class StreamScorer:
                 budget = _BATCH if self.max_events is None else min(_BATCH, self.max_events - self.report.scored)
                 batch = consumer.consume(budget, timeout=_POLL_SECONDS)
                 if batch:
+                    started = time.perf_counter()
                     self._score_batch(consumer, producer, batch)
+                    if self.metrics is not None:
+                        self.metrics.observe_batch(len(batch), time.perf_counter() - started)
         finally:
             consumer.close()  # commits the offsets stored so far
             producer.flush(10)
@@ -160,7 +169,11 @@ class StreamScorer:
             consumer.pause([TopicPartition(topic, partition)])
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
-        logger.info("assigned %s %s", self.features, sorted(tp.partition for tp in partitions))
+        where = sorted(tp.partition for tp in partitions)
+        logger.info(
+            "assigned %s %s", self.features, where,
+            extra={"event": "rebalance", "topic": self.features, "assigned": where},
+        )
         consumer.assign(partitions)
         if not self.subscriber.ready:
             consumer.pause(partitions)
@@ -173,7 +186,11 @@ class StreamScorer:
         never skips a record; without it the next owner would replay up to an
         auto-commit interval of predictions.
         """
-        logger.info("revoked %s %s", self.features, sorted(tp.partition for tp in partitions))
+        where = sorted(tp.partition for tp in partitions)
+        logger.info(
+            "revoked %s %s", self.features, where,
+            extra={"event": "rebalance", "topic": self.features, "revoked": where},
+        )
         try:
             consumer.commit(asynchronous=False)
         except KafkaException as exc:

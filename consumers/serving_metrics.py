@@ -25,8 +25,31 @@ from prometheus_client.registry import Collector
 
 from consumers.swap import ServingModel
 from streamml.errors import ModelNotReadyError
+from streamml.metrics_http import sample_names
 
-__all__ = ["ServingMetrics", "CONTENT_TYPE", "ENDPOINTS"]
+__all__ = [
+    "ServingMetrics", "ModelCollector", "CONTENT_TYPE", "ENDPOINTS", "MODEL_METRIC_FAMILIES", "METRIC_FAMILIES",
+    "METRIC_NAMES",
+]
+
+#: ``name -> type`` of the model families :class:`ModelCollector` exports (serve and the stream scorer).
+MODEL_METRIC_FAMILIES = {
+    "streamml_model_ready": "gauge",
+    "streamml_model_version": "gauge",
+    "streamml_model_age_seconds": "gauge",
+    "streamml_model_load_seconds": "gauge",
+    "streamml_model_swaps": "counter",
+    "streamml_model_refused": "counter",
+}
+#: ``name -> type`` of every family ``streamml serve`` exports.
+METRIC_FAMILIES = {
+    "streamml_serve_requests": "counter",
+    "streamml_serve_request_seconds": "histogram",
+    "streamml_serve_predictions": "counter",
+    **MODEL_METRIC_FAMILIES,
+}
+#: Every sample name a scrape of ``streamml serve`` can show (what a dashboard may query).
+METRIC_NAMES = sample_names(METRIC_FAMILIES)
 
 #: The ``Content-Type`` of :meth:`ServingMetrics.render`'s text.
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -39,8 +62,12 @@ ENDPOINTS = frozenset({"/predict", "/model", "/healthz", "/readyz", "/metrics", 
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
-class _ModelCollector(Collector):
-    """The serving model's state, read from the source when Prometheus scrapes."""
+class ModelCollector(Collector):
+    """The serving model's state, read from ``source`` when Prometheus scrapes.
+
+    ``source`` is a :class:`~consumers.subscriber.ModelSubscriber` or a
+    :class:`~consumers.swap.ModelSlot`; shared by serve and the stream scorer.
+    """
 
     def __init__(self, source: Any) -> None:
         self._source = source
@@ -71,6 +98,11 @@ class _ModelCollector(Collector):
                 )
                 age.add_metric([name], max(0.0, time.time() - created_ms / 1000))
                 yield age
+            load = GaugeMetricFamily(
+                "streamml_model_load_seconds", "Seconds the serving version took to open and install", labels=["model"]
+            )
+            load.add_metric([name], serving.load_seconds)
+            yield load
         swaps = getattr(source, "swaps", None)
         if isinstance(swaps, int):
             family = CounterMetricFamily("streamml_model_swaps", "Models installed so far (the first load counts)")
@@ -110,7 +142,7 @@ class ServingMetrics:
         self._predictions = Counter(
             "streamml_serve_predictions", "Rows predicted (a batch of n counts n)", registry=self.registry
         )
-        self.registry.register(_ModelCollector(source))
+        self.registry.register(ModelCollector(source))
         # labels() takes a lock and builds a key on every call; the children are cached per label
         # set instead, since observe() runs on every request.
         self._children: dict[tuple[str, int], tuple[Any, Any]] = {}

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -56,6 +57,8 @@ class ServingModel:
     mode: str = "latest"
     #: What a request may and must name (empty when the envelope does not say).
     inputs: FeatureContract = field(default_factory=lambda: FeatureContract(frozenset(), frozenset()))
+    #: Seconds it took to open this version and install it (0 when it was not loaded by a slot).
+    load_seconds: float = 0.0
 
     def predict_one(self, x: dict[str, Any]) -> Any:
         return self.model.predict_one(x)
@@ -193,7 +196,11 @@ class ModelSlot:
         self.refused.append(Refusal(offset, version, reason, kind))
         self.refused_total += 1
         self.refused_by_kind[kind] += 1
-        logger.warning("refused %s v%s at offset %s (%s): %s", self.model_name, version, offset, kind, reason)
+        logger.warning(
+            "refused %s v%s at offset %s (%s): %s", self.model_name, version, offset, kind, reason,
+            extra={"event": "model_refused", "model": self.model_name, "version": version, "offset": offset,
+                   "reason": kind},
+        )
 
     def offer(self, candidate: ModelEnvelope | Verdict, offset: int | None = None) -> bool:
         """Load the candidate if it is newer than the serving version and acceptable.
@@ -250,6 +257,7 @@ class ModelSlot:
         """Load and install under the offer lock; ``(old version, new)`` to notify about, or ``None``."""
         envelope = verdict.envelope
         old = self._serving
+        started = time.perf_counter()
         try:
             model = load_model(verdict)
         except EnvelopeError as exc:
@@ -259,10 +267,19 @@ class ModelSlot:
             logger.debug("opening %s v%s failed", self.model_name, envelope.version, exc_info=True)
             self.refuse(offset, envelope.version, f"payload could not be opened: {type(exc).__name__}: {exc}")
             return None
-        new = ServingModel(model, envelope.version, envelope.summary(), mode, FeatureContract.of(envelope))
+        new = ServingModel(
+            model, envelope.version, envelope.summary(), mode, FeatureContract.of(envelope),
+            load_seconds=time.perf_counter() - started,
+        )
         self._install(new)
+        was = None if old is None else old.version
         logger.info(
-            "serving %s v%d (%s; was v%s)", self.model_name, new.version, mode, None if old is None else old.version
+            "serving %s v%d (%s; was v%s) after %.0f ms", self.model_name, new.version, mode, was,
+            new.load_seconds * 1000,
+            extra={
+                "event": "model_swap", "model": self.model_name, "version": new.version, "previous": was,
+                "mode": mode, "seconds": round(new.load_seconds, 6),
+            },
         )
         return (None if old is None else old.version), new
 

@@ -73,6 +73,7 @@ from model_publisher.catalog import FLAVOR, build, describe, matches, task
 from model_publisher.champion import Candidate, GatedPublishing
 from model_publisher.gate import QualityGate
 from model_publisher.learner import OnlineLearner, partition_key
+from model_publisher.metrics import LearnerMetrics
 from model_publisher.policy import PublishPolicy
 from model_publisher.publisher import ModelPublisher
 from streamml.cluster import Cluster
@@ -193,6 +194,7 @@ class LearningLoop:
     cleanly; ``max_events`` ends it after that many consumed records. A final
     version is published on the way out if anything new was learned.
     ``on_publish`` is called with each published envelope (the CLI prints it).
+    ``metrics``, if given, exports the loop's counts and each publish.
     """
 
     def __init__(
@@ -205,6 +207,7 @@ class LearningLoop:
         resume: bool = True,
         policy: PublishPolicy | None = None,
         topic: str | None = None,
+        metrics: LearnerMetrics | None = None,
     ) -> None:
         self.cluster = Cluster.of(settings)
         self.settings = self.cluster.settings
@@ -223,6 +226,9 @@ class LearningLoop:
         self.resume = resume
         self.policy = policy or PublishPolicy.from_settings(self.settings)
         self.report = LearnReport()
+        self.metrics = metrics
+        if metrics is not None:
+            metrics.watch(self.report)
         self._codec = RecordCodec(FeatureVector)
         #: The latest input rows: each published version records the model's
         #: answers for them (golden examples a consumer replays before serving).
@@ -355,6 +361,16 @@ class LearningLoop:
                 for tp in assigned:
                     tp.offset = self._position(learner, tp.topic, tp.partition, committed)
                 c.assign(assigned)
+                # The position each partition is read from; OFFSET_BEGINNING (negative) as "beginning".
+                where = sorted(
+                    format_record(tp.topic, tp.partition, tp.offset) if tp.offset >= 0
+                    else f"{tp.topic}[{tp.partition}]@beginning"
+                    for tp in assigned
+                )
+                logger.info(
+                    "rebalance: assigned %s", ", ".join(where) or "nothing",
+                    extra={"event": "rebalance", "assigned": where},
+                )
 
             consumer.subscribe(self.inputs, on_assign=on_assign)
 
@@ -479,10 +495,12 @@ class LearningLoop:
         learner.advance(topic, partition, offset)
         n = self.report.refused
         if n == 1 or math.log10(n).is_integer():  # 1, 10, 100...: visible, never a flood
+            where = format_record(topic, partition, offset)
             logger.error(
                 "refusing %s: it carries a model version (%s); predictions are not learned (%d refused so far; "
                 "%s=true allows it)",
-                format_record(topic, partition, offset), how, n, ALLOW_SETTING,
+                where, how, n, ALLOW_SETTING,
+                extra={"event": "record_refused", "record": where, "reason": "model_output", "refused": n},
             )
 
     def _history(self) -> dict[tuple[str, int], int]:
@@ -687,7 +705,10 @@ class LearningLoop:
     def _publish_candidate(self, consumer: Consumer, candidate: Candidate, *, held: bool = False) -> None:
         decision = self._gating.decide(candidate)
         if decision is not None:
-            logger.info("gate for %s: %s", self.settings.model_name, decision.reason)
+            logger.info(
+                "gate for %s: %s", self.settings.model_name, decision.reason,
+                extra={"event": "gate_decision", "model": self.settings.model_name, "promoted": decision.promoted},
+            )
         started = time.monotonic()
         try:
             envelope = self._publisher.publish(
@@ -726,8 +747,16 @@ class LearningLoop:
             self.report.withheld += 1
         self.report.published += 1
         self.report.last_version = envelope.version
+        seconds = time.monotonic() - started
+        promoted = None if decision is None else decision.promoted
+        if self.metrics is not None:
+            self.metrics.published(envelope, seconds, promoted=promoted)
         logger.info(
-            "published %s v%d in %.0f ms", envelope.model_name, envelope.version, (time.monotonic() - started) * 1000
+            "published %s v%d in %.0f ms", envelope.model_name, envelope.version, seconds * 1000,
+            extra={
+                "event": "model_published", "model": envelope.model_name, "version": envelope.version,
+                "promoted": promoted, "bytes": envelope.payload_size, "n_learned": envelope.n_learned,
+            },
         )
         # Offsets are stored only now: the published model has learned everything before them.
         self._store(consumer, envelope.input_offsets)

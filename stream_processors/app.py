@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
@@ -36,6 +37,7 @@ import faust
 from stream_processors.batches import SourceRecord
 from stream_processors.delivery import HeldBatches, Output
 from stream_processors.label_join import JOIN_AGENT, JOIN_TABLE, JoinHandler
+from stream_processors.metrics import ProcessorMetrics, QuarantineBursts
 from stream_processors.pipeline import BatchProcessor
 from stream_processors.profiles import Reference
 from stream_processors.progress import Progress
@@ -68,6 +70,7 @@ class BatchHandler(HeldBatches):
         monitoring: bool = False,
         delayed_labels: bool = False,
         progress: Progress | None = None,
+        metrics: ProcessorMetrics | None = None,
     ) -> None:
         super().__init__(app)
         self.processor = processor
@@ -76,6 +79,8 @@ class BatchHandler(HeldBatches):
         self.monitoring = monitoring
         self.delayed_labels = delayed_labels
         self.progress = Progress() if progress is None else progress
+        self.metrics = metrics
+        self.bursts = QuarantineBursts()
 
     async def handle(self, events: Sequence[faust.EventT[Any]]) -> None:
         """Process a batch, hand its outputs to the producer, and return.
@@ -83,6 +88,7 @@ class BatchHandler(HeldBatches):
         The events stay unacked (held) until every output is delivered; that
         wait runs in the background so the next batch is processed meanwhile.
         """
+        started = time.perf_counter()
         self.hold(events)
         records = [_source_record(event) for event in events]
         # The store, not the table: table reads go through sensors per key.
@@ -105,6 +111,9 @@ class BatchHandler(HeldBatches):
         if self.monitoring:
             outputs += [(topics.monitoring, o.key, o.value, None, o.headers) for o in result.monitoring]
         await self.send(events, _span(records), outputs)
+        if self.metrics is not None:
+            self.metrics.observe_batch(topics.raw_events, records, result, time.perf_counter() - started)
+        self.bursts.observe(records, result)
         logger.debug(
             "batch %s: %d features, %d dead letters", _span(records), len(result.features), len(result.dead_letters)
         )
@@ -148,6 +157,7 @@ def build_app(
     writer_schemas: Iterable[AvroSchema] = (),
     reference: Reference | None = None,
     progress: Progress | None = None,
+    metrics: ProcessorMetrics | None = None,
 ) -> faust.App:
     """Return the stream processor's faust app (not started).
 
@@ -156,7 +166,7 @@ def build_app(
     ``settings.schema_path``; ``writer_schemas`` are other schemas producers
     may write with; ``reference`` is the drift monitor's reference from an
     earlier run (:func:`stored_reference`). ``progress`` counts what the
-    events agent does.
+    events agent does; ``metrics``, if given, is updated once per batch.
     """
     groups = Groups.from_settings(settings)
     #: Names this worker in its monitoring records.
@@ -231,11 +241,12 @@ def build_app(
         monitoring=processor.monitor is not None,
         delayed_labels=delayed,
         progress=progress,
+        metrics=metrics,
     )
     batch_size = settings.processor_batch_size
     tables = [windows]
     if delayed:
-        tables.append(_add_label_join(app, settings, topics, processor, source=worker_name))
+        tables.append(_add_label_join(app, settings, topics, processor, source=worker_name, metrics=metrics))
     cluster = Cluster(settings)
 
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]  # mode's receiver type wants a signal kwarg
@@ -243,6 +254,11 @@ def build_app(
         # Before the streams resume: see stream_processors.recovery (the embedded broker's ListOffsets).
         for table in tables:
             await complete_recovery(app, table, cluster)
+        assigned = sorted(f"{tp.topic}[{tp.partition}]" for tp in app.consumer.assignment())
+        logger.info(
+            "rebalance complete, assigned: %s", ", ".join(assigned) or "nothing",
+            extra={"event": "rebalance", "assigned": assigned},
+        )
 
     @app.agent(source, name=AGENT_NAME)
     async def process_events(stream: faust.StreamT[Any]) -> None:
@@ -262,7 +278,8 @@ def build_app(
 
 
 def _add_label_join(
-    app: faust.App, settings: Settings, topics: Topics, processor: BatchProcessor, *, source: str
+    app: faust.App, settings: Settings, topics: Topics, processor: BatchProcessor, *, source: str,
+    metrics: ProcessorMetrics | None = None,
 ) -> Any:
     """The delayed-label join: an agent over the by-event features and the labels, a table, a sweep timer.
 
@@ -279,6 +296,8 @@ def _add_label_join(
         dead_letter_max_bytes=settings.dead_letter_max_bytes,
         report=processor.monitor is not None,  # the monitoring topic exists
     )
+    if metrics is not None:
+        metrics.watch_label_join(lambda: handler.join.counts.as_dict())
     raw_codecs: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw", "internal": False}
     channel = app.topic(topics.features_by_event, topics.labels, **raw_codecs)
     batch_size = settings.processor_batch_size

@@ -20,6 +20,7 @@ from typing import Any, cast
 import faust
 
 from stream_processors.app import build_app
+from stream_processors.metrics import ProcessorMetrics
 from stream_processors.profiles import Reference
 from stream_processors.progress import Progress
 from streamml.cluster import Cluster
@@ -46,13 +47,15 @@ def run_worker(
     writer_schemas: Iterable[AvroSchema] = (),
     report: Callable[[str], None] | None = None,
     report_every: float = 10.0,
+    metrics: ProcessorMetrics | None = None,
 ) -> None:
     """Run the processor until SIGTERM or SIGINT, then stop cleanly and return.
 
     ``event_schema`` defaults to ``settings.schema_path``, checked
     (:func:`~streamml.serde.load_event_schema`, with the featurizer's check).
     ``report`` gets the start lines, the counts every ``report_every``
-    seconds (0: only at the end) and the final counts. Raises
+    seconds (0: only at the end) and the final counts. ``metrics`` is
+    updated once per batch (serving it is the caller's). Raises
     :class:`~streamml.errors.StreamMLError` (``KafkaClientError`` for a
     Kafka failure) if the worker stopped because it crashed.
     """
@@ -84,7 +87,8 @@ def run_worker(
             reference = stored_reference(cluster, event_schema.name)
     progress = Progress()
     app = build_app(
-        settings, event_schema=event_schema, writer_schemas=writer_schemas, reference=reference, progress=progress
+        settings, event_schema=event_schema, writer_schemas=writer_schemas, reference=reference, progress=progress,
+        metrics=metrics,
     )
     if report is not None:
         _announce(report, settings, event_schema, report_every)

@@ -8,6 +8,11 @@ The Tansu build in the wheel has no PostgreSQL engine. It is a development and
 test broker: production runs Apache Kafka (see ``docker-compose.yml``) and only
 needs ``STREAMML_BOOTSTRAP_SERVERS``.
 
+With ``cert`` and ``key`` it is TLS-only on its port: Tansu 0.6.0 cannot
+serve TLS itself (``docs/security.md#embedded-broker``), so Tansu listens on a
+loopback port of its own and :mod:`streamml.tls_proxy` terminates TLS on the
+public one.
+
 A started broker is recorded in a state file (pid, port, binary) under the
 settings' home directory; :meth:`EmbeddedBroker.stop` signals only a process
 whose command line is still the recorded binary, so it never stops a process it
@@ -29,6 +34,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from streamml.errors import BrokerError, ConfigError, PortInUseError
+from streamml.tls_proxy import is_tls_front, start_tls_front
 
 __all__ = ["EmbeddedBroker", "BrokerStatus", "MEMORY_STORAGE", "parse_storage", "resolve_binary", "free_port"]
 
@@ -113,6 +119,8 @@ class BrokerStatus:
     detail: str
     #: The storage engine it was started with (``memory://tansu/`` unless ``--storage``).
     storage: str = MEMORY_STORAGE
+    #: Whether clients must connect with TLS (started with a certificate).
+    tls: bool = False
 
 
 class EmbeddedBroker:
@@ -125,13 +133,24 @@ class EmbeddedBroker:
     """
 
     def __init__(
-        self, *, port: int = 9092, home: Path, host: str = "127.0.0.1", storage: str = MEMORY_STORAGE
+        self, *, port: int = 9092, home: Path, host: str = "127.0.0.1", storage: str = MEMORY_STORAGE,
+        cert: Path | None = None, key: Path | None = None,
     ) -> None:
+        """``cert`` (PEM chain) and ``key`` (unencrypted PEM): serve TLS only; both or neither."""
+        if (cert is None) != (key is None):
+            raise ConfigError("the embedded broker's TLS needs both --cert and --key")
+        for name, path in (("--cert", cert), ("--key", key)):
+            if path is not None and not Path(path).is_file():
+                raise ConfigError(f"{name}: {path} is not a readable file")
         self.host = host
         self.port = port
         self.home = Path(home)
         self.storage = parse_storage(storage)
+        self.tls = (Path(cert), Path(key)) if cert is not None and key is not None else None
         self._process: subprocess.Popen[bytes] | None = None
+        self._front: subprocess.Popen[bytes] | None = None
+        #: Where Tansu itself listens (plaintext): the public port, or a loopback port behind the TLS front.
+        self._tansu_port = port
 
     @classmethod
     def recorded(cls, home: Path) -> list[EmbeddedBroker]:
@@ -177,9 +196,12 @@ class EmbeddedBroker:
             )
         binary = resolve_binary()
         self.home.mkdir(parents=True, exist_ok=True)
-        url = f"tcp://{self.host}:{self.port}"
+        self._tansu_port = free_port(self.host) if self.tls else self.port
+        # Advertised: the public port, so clients come back through the TLS front, never to Tansu directly.
+        advertised = f"tcp://{self.host}:{self.port}"
         command = [
-            binary, "broker", "--listener-url", url, "--advertised-listener-url", url, "--storage-engine", self.storage,
+            binary, "broker", "--listener-url", f"tcp://{self.host}:{self._tansu_port}",
+            "--advertised-listener-url", advertised, "--storage-engine", self.storage,
         ]
         with open(self.log_file, "wb") as log:
             # A new session: Ctrl-C in a terminal reaches the caller, which then
@@ -187,9 +209,16 @@ class EmbeddedBroker:
             self._process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
             )
-        self._write_state(
-            {"pid": self._process.pid, "port": self.port, "host": self.host, "binary": binary, "storage": self.storage}
-        )
+            if self.tls:
+                self._front = start_tls_front(
+                    (self.host, self.port), (self.host, self._tansu_port), self.tls[0], self.tls[1], log
+                )
+        state: dict[str, Any] = {
+            "pid": self._process.pid, "port": self.port, "host": self.host, "binary": binary, "storage": self.storage,
+        }
+        if self._front is not None:
+            state.update(front_pid=self._front.pid, tansu_port=self._tansu_port, tls=True)
+        self._write_state(state)
         try:
             self._wait_ready(timeout)
         except BaseException:
@@ -209,14 +238,20 @@ class EmbeddedBroker:
                 raise BrokerError(
                     f"the embedded broker exited with code {self._process.returncode}: {self._log_tail()}"
                 )
+            if self._front is not None and self._front.poll() is not None:
+                raise BrokerError(f"the TLS front exited with code {self._front.returncode}: {self._log_tail()}")
             try:
                 # Until the port accepts connections, librdkafka would log a
                 # "Connection refused" line per attempt; wait for the socket first.
                 if admin is None:
-                    if not _port_in_use(self.host, self.port):
+                    if not _port_in_use(self.host, self._tansu_port):
                         raise KafkaException("port not open yet")
-                    admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})
+                    # Asked on Tansu's own port; behind a TLS front this client cannot follow the
+                    # advertised (TLS) address, and its failed attempts there are not worth a log line.
+                    admin = AdminClient({"bootstrap.servers": f"{self.host}:{self._tansu_port}", "log_level": 0})
                 admin.list_topics(timeout=1.0)
+                if self.tls and not _port_in_use(self.host, self.port):
+                    raise KafkaException("TLS front not listening yet")
                 return
             except KafkaException:
                 if time.monotonic() > deadline:
@@ -232,6 +267,12 @@ class EmbeddedBroker:
         ``timeout`` seconds.
         """
         state = self._read_state()
+        front = self._front.pid if self._front is not None else (state or {}).get("front_pid")
+        if front is not None and _pid_alive(front) and is_tls_front(front):
+            os.kill(front, signal.SIGTERM)
+            if self._front is not None:
+                self._front.wait(timeout)
+        self._front = None
         pid = self._process.pid if self._process is not None else (state or {}).get("pid")
         binary = (state or {}).get("binary")
         if pid is None or not self._is_ours(pid, binary):
@@ -271,7 +312,12 @@ class EmbeddedBroker:
         elif pid is None or not self._is_ours(pid, (state or {}).get("binary")):
             return BrokerStatus(False, None, self.port, self.bootstrap_servers, "not running", self.storage)
         storage = str((state or {}).get("storage", self.storage))
-        return BrokerStatus(True, pid, self.port, self.bootstrap_servers, f"running, log {self.log_file}", storage)
+        tls = bool((state or {}).get("tls", self.tls is not None))
+        detail = f"running{' (TLS only)' if tls else ''}, log {self.log_file}"
+        front = self._front.pid if self._front is not None else (state or {}).get("front_pid")
+        if tls and not (front is not None and _pid_alive(front) and is_tls_front(front)):
+            detail = f"Tansu runs but its TLS front (pid {front}) does not: no client can connect; log {self.log_file}"
+        return BrokerStatus(True, pid, self.port, self.bootstrap_servers, detail, storage, tls)
 
     def _is_ours(self, pid: int, binary: str | None) -> bool:
         if self._process is not None and self._process.pid == pid:

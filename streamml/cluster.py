@@ -30,8 +30,9 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # public, re-
 )
 
 from streamml.config import Settings
-from streamml.errors import BrokerError, KafkaClientError, MissingTopicError, TopicMismatchError
+from streamml.errors import BrokerError, ConfigError, KafkaClientError, MissingTopicError, TopicMismatchError
 from streamml.kafka import connection_config, describe_error, make_admin, make_consumer, make_producer
+from streamml.security import refusal
 from streamml.topic_state import TopicState, describe_differences, differences
 from streamml.topics import Groups, Topics, TopicSpec
 
@@ -45,10 +46,6 @@ logger = logging.getLogger(__name__)
 
 #: How often topic creation re-reads metadata while it waits for new topics to show.
 _CREATE_POLL_SECONDS = 0.05
-
-
-def _ignore(error: KafkaError) -> None:
-    """A probe expects refused connections: its errors are the answer, not news."""
 
 
 class Cluster:
@@ -168,12 +165,16 @@ class Cluster:
     def wait_ready(self, timeout: float | None = None) -> None:
         """Block until the cluster answers a metadata request, or raise :class:`BrokerError`.
 
-        ``timeout`` defaults to ``STREAMML_CONNECT_TIMEOUT_SECONDS``.
+        ``timeout`` defaults to ``STREAMML_CONNECT_TIMEOUT_SECONDS``. A broker
+        that refuses this client's TLS (CA, host name) or SASL credentials is a
+        :class:`ConfigError` at once: waiting cannot heal it.
         """
         timeout = self.settings.connect_timeout_seconds if timeout is None else timeout
         # A probe expects refused connections; librdkafka's log line for each is noise.
+        # Its errors are kept: a TLS or SASL refusal ends the wait at once (docs/security.md).
+        errors: list[KafkaError] = []
         try:
-            config: dict[str, Any] = {**connection_config(self.settings), "log_level": 0, "error_cb": _ignore}
+            config: dict[str, Any] = {**connection_config(self.settings), "log_level": 0, "error_cb": errors.append}
             probe = AdminClient(config)
         except KafkaException as exc:
             raise KafkaClientError(f"cannot create admin client: {describe_error(exc)}") from exc
@@ -185,6 +186,10 @@ class Cluster:
                 return
             except KafkaException as exc:
                 last = exc
+            probe.poll(0)  # serves error_cb
+            refused = next(filter(None, (refusal(error, self.settings) for error in errors)), None)
+            if refused:
+                raise ConfigError(refused)
         raise BrokerError(
             f"no Kafka broker answered at {self.settings.bootstrap_servers} within {timeout:g}s"
             + (f" ({describe_error(last)})" if last else "")

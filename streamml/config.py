@@ -18,6 +18,7 @@ from typing import Any
 
 from streamml.errors import ConfigError
 from streamml.records import DEMO_EVENTS_SCHEMA_PATH
+from streamml.security import security_problems
 
 __all__ = ["Secret", "Settings", "load_settings", "ENV_PREFIX", "DEMO_SCHEMA_PATH"]
 
@@ -60,16 +61,35 @@ class Settings:
 
     #: Kafka bootstrap servers, ``host:port[,host:port...]``.
     bootstrap_servers: str = "127.0.0.1:9092"
+    #: ``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT`` or ``SASL_SSL`` (any case): the
+    #: same on every client, librdkafka and faust (``docs/security.md``).
     security_protocol: str = "PLAINTEXT"
+    #: ``PLAIN``, ``SCRAM-SHA-256`` or ``SCRAM-SHA-512``; only with a ``SASL_*`` protocol.
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
     sasl_password: Secret | None = None
+    #: CA certificates (PEM) that sign the brokers' certificates; unset: the system's CA store.
+    ssl_ca_file: Path | None = None
+    #: Client certificate (PEM) for brokers that require one; needs ``ssl_key_file``.
+    ssl_certificate_file: Path | None = None
+    #: Private key (PEM) of the client certificate.
+    ssl_key_file: Path | None = None
+    #: Password of an encrypted ``ssl_key_file``.
+    ssl_key_password: Secret | None = None
+    #: Check that the broker's certificate names the host connected to. The
+    #: certificate itself is always verified; off only for brokers reached by
+    #: an address their certificate does not name.
+    ssl_check_hostname: bool = True
     #: Prefix for every topic and consumer group name, so several pipelines
     #: (or tests) can share one cluster without seeing each other.
     namespace: str = ""
     #: Partitions of the event, feature and prediction topics.
     partitions: int = 3
     replication_factor: int = 1
+    #: ``min.insync.replicas`` of every pipeline topic: how many replicas must
+    #: hold a record before an ``acks=all`` write is acknowledged. 1 leaves it
+    #: to the broker's default; a 3-broker cluster wants 2 (docker-compose.yml).
+    min_insync_replicas: int = 1
     #: Avro schema of the raw events, with the data contract in its fields.
     schema_path: Path = DEMO_SCHEMA_PATH
     #: Field used as the Kafka record key (and for per-key windowed features).
@@ -184,8 +204,20 @@ class Settings:
     #: learned from, instead of answering 422 naming them.
     serve_allow_extra_features: bool = False
     log_level: str = "WARNING"
+    #: ``text`` (one readable line per event) or ``json`` (one JSON object
+    #: per line, with the event's fields as keys): see ``docs/metrics.md``.
+    log_format: str = "text"
+    #: Port where ``streamml process``, ``learn`` and ``score`` serve Prometheus
+    #: ``/metrics`` (0: any free one); unset: no metrics endpoint.
+    metrics_port: int | None = None
+    #: Address the metrics endpoint listens on (``0.0.0.0`` for a container).
+    metrics_host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
+        # Spellings are normalized once here, so every client sees one form ("sasl_ssl" -> "SASL_SSL").
+        object.__setattr__(self, "security_protocol", self.security_protocol.strip().upper())
+        if self.sasl_mechanism is not None:
+            object.__setattr__(self, "sasl_mechanism", self.sasl_mechanism.strip().upper())
         problems = _validate(self)
         if problems:
             raise ConfigError(_format_problems(problems))
@@ -258,11 +290,13 @@ class Settings:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
-_SECRET_FIELDS = {"sasl_password"}
-_OPTIONAL_FIELDS = {"sasl_mechanism", "sasl_username", "sasl_password", "model_signing_key_file"}
+_SECRET_FIELDS = {"sasl_password", "ssl_key_password"}
+_SECURITY_OPTIONAL = {"ssl_ca_file", "ssl_certificate_file", "ssl_key_file", "ssl_key_password"}
+_OPTIONAL_FIELDS = {"metrics_port", "sasl_mechanism", "sasl_username", "sasl_password", "model_signing_key_file"}
 _INT_FIELDS = {
     "partitions",
     "replication_factor",
+    "min_insync_replicas",
     "publish_every_events",
     "max_model_bytes",
     "max_model_total_bytes",
@@ -276,14 +310,17 @@ _INT_FIELDS = {
     "gate_events",
     "learner_max_consecutive_errors",
     "learner_dedup_events",
+    "metrics_port",
 }
 _FLOAT_FIELDS = {
     "publish_every_seconds", "window_seconds", "max_event_future_seconds", "max_event_age_seconds",
     "drift_psi_threshold", "label_ttl_seconds", "connect_timeout_seconds",
     "gate_margin", "processor_commit_interval_seconds",
 }
-_PATH_FIELDS = {"schema_path", "home", "model_signing_key_file"}
-_BOOL_FIELDS = {"development_mode", "serve_allow_extra_features", "learner_allow_prediction_source"}
+_PATH_FIELDS = {"schema_path", "home", "model_signing_key_file", "ssl_ca_file", "ssl_certificate_file", "ssl_key_file"}
+_BOOL_FIELDS = {
+    "development_mode", "serve_allow_extra_features", "learner_allow_prediction_source", "ssl_check_hostname",
+}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -300,7 +337,7 @@ def parse_bool(raw: str) -> bool:
 
 def _parse(name: str, raw: str) -> Any:
     value = raw.strip()
-    if name in _OPTIONAL_FIELDS and value == "":
+    if (name in _OPTIONAL_FIELDS or name in _SECURITY_OPTIONAL) and value == "":
         return None
     if name in _SECRET_FIELDS:
         return Secret(value)
@@ -338,6 +375,11 @@ def _validate(s: Settings) -> list[str]:
     ):
         if getattr(s, name) < 1:
             problems.append(f"{name}: must be at least 1, got {getattr(s, name)}")
+    if not 1 <= s.min_insync_replicas <= max(s.replication_factor, 1):
+        problems.append(
+            f"min_insync_replicas: must be between 1 and replication_factor ({s.replication_factor}), "
+            f"got {s.min_insync_replicas}; with more, no write could ever be acknowledged"
+        )
     if s.publish_every_seconds <= 0:
         problems.append(f"publish_every_seconds: must be positive, got {s.publish_every_seconds}")
     if s.max_event_future_seconds <= 0 or s.max_event_age_seconds <= 0:
@@ -370,6 +412,10 @@ def _validate(s: Settings) -> list[str]:
         problems.append(f"label_ttl_seconds: must be positive, got {s.label_ttl_seconds}")
     if s.window_seconds <= 0:
         problems.append(f"window_seconds: must be positive, got {s.window_seconds}")
+    if s.metrics_port is not None and not 0 <= s.metrics_port <= 65535:
+        problems.append(f"metrics_port: must be between 0 and 65535, got {s.metrics_port}")
+    if s.log_format not in ("text", "json"):
+        problems.append(f"log_format: expected text or json, got {s.log_format!r}")
     if not 1 <= s.broker_port <= 65535:
         problems.append(f"broker_port: must be between 1 and 65535, got {s.broker_port}")
     if not 0 < s.connect_timeout_seconds <= 3600:
@@ -378,8 +424,7 @@ def _validate(s: Settings) -> list[str]:
         problems.append(f"session_timeout_ms: must be at least 1000, got {s.session_timeout_ms}")
     if s.fetch_wait_max_ms < 0:
         problems.append(f"fetch_wait_max_ms: must not be negative, got {s.fetch_wait_max_ms}")
-    if s.sasl_mechanism and not (s.sasl_username and s.sasl_password):
-        problems.append("sasl_mechanism: set STREAMML_SASL_USERNAME and STREAMML_SASL_PASSWORD too")
+    problems.extend(security_problems(s))
     if s.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
         problems.append(f"log_level: expected DEBUG, INFO, WARNING, ERROR or CRITICAL, got {s.log_level!r}")
     for name in ("key_field", "label_field", "time_field", "model_name"):

@@ -17,6 +17,7 @@ from confluent_kafka.admin import AdminClient
 from streamml.client_errors import CLIENT_ERRORS, librdkafka_log_level
 from streamml.config import Settings
 from streamml.errors import DecodeError, KafkaClientError
+from streamml.security import faust_credentials, librdkafka_security
 
 __all__ = [
     "connection_config",
@@ -45,10 +46,12 @@ logger = logging.getLogger(__name__)
 
 
 def connection_config(settings: Settings) -> dict[str, Any]:
-    """Return the librdkafka connection properties (servers, security, SASL)."""
+    """Return the librdkafka connection properties (servers, security protocol, SASL, TLS).
+
+    Holds secrets in clear (SASL and key passwords): never log the result.
+    """
     config: dict[str, Any] = {
         "bootstrap.servers": settings.bootstrap_servers,
-        "security.protocol": settings.security_protocol,
         # librdkafka writes its log to stderr itself: a line per failed
         # connection attempt floods a terminal when the broker is away. Off
         # unless debug logging is asked for; errors come through error_cb.
@@ -61,10 +64,8 @@ def connection_config(settings: Settings) -> dict[str, Any]:
         # (docs/embedded-broker.md#auto-create). Topics come from `streamml topics create`.
         "allow.auto.create.topics": False,
     }
-    if settings.sasl_mechanism:
-        config["sasl.mechanism"] = settings.sasl_mechanism
-        config["sasl.username"] = settings.sasl_username
-        config["sasl.password"] = settings.sasl_password.get() if settings.sasl_password else None
+    # Protocol, SASL and TLS material: the same settings faust gets (streamml.security).
+    config.update(librdkafka_security(settings))
     return config
 
 
@@ -140,16 +141,13 @@ def faust_broker_url(settings: Settings) -> str:
 
 
 def faust_broker_credentials(settings: Settings) -> Any:
-    """Return faust credentials for SASL settings, or ``None`` for plaintext."""
-    if not settings.sasl_mechanism:
-        return None
-    import faust  # deferred: the core does not import faust at module level
+    """Return faust's ``broker_credentials``: ``None`` (plaintext), SSL or SASL credentials with a TLS context.
 
-    return faust.SASLCredentials(
-        username=settings.sasl_username,
-        password=settings.sasl_password.get() if settings.sasl_password else None,
-        mechanism=settings.sasl_mechanism,
-    )
+    The same security as :func:`connection_config` gives librdkafka; raises
+    :class:`~streamml.errors.ConfigError` if faust would connect with anything
+    weaker than the settings say (:func:`streamml.security.faust_credentials`).
+    """
+    return faust_credentials(settings)
 
 
 def describe_error(exc: BaseException) -> str:

@@ -90,7 +90,18 @@ class Topics:
         )
 
     def specs(self, settings: Settings) -> list[TopicSpec]:
-        """Return what ``streamml topics create`` creates, in creation order."""
+        """Return what ``streamml topics create`` creates, in creation order.
+
+        With ``min_insync_replicas`` above 1 every topic carries it, so an
+        acknowledged record is on that many replicas whatever the broker's default.
+        """
+        specs = self._specs(settings)
+        if settings.min_insync_replicas > 1:
+            isr = {"min.insync.replicas": str(settings.min_insync_replicas)}
+            specs = [TopicSpec(s.name, s.partitions, {**s.config, **isr}) for s in specs]
+        return specs
+
+    def _specs(self, settings: Settings) -> list[TopicSpec]:
         n = settings.partitions
         return [
             TopicSpec(self.raw_events, n),

@@ -20,8 +20,18 @@ __all__ = ["cli", "main"]
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="streamml")
-def cli() -> None:
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default=None,
+    help="Log lines as text or as one JSON object per line [env STREAMML_LOG_FORMAT; default text].",
+)
+@click.pass_context
+def cli(ctx: click.Context, log_format: str | None) -> None:
     """Streaming ML over Kafka: ingest, validate, learn online, publish and hot-swap models."""
+    from streamml_cli.options import LOG_FORMAT_KEY
+
+    ctx.meta[LOG_FORMAT_KEY] = log_format  # read by options.settings_from, where logging is set up
 
 
 def _register() -> None:
@@ -36,6 +46,7 @@ def _register() -> None:
         lag,
         learn,
         model_registry,
+        monitor,
         process,
         produce,
         score,
@@ -48,7 +59,7 @@ def _register() -> None:
 
     for module in (
         broker, topics, keys, produce, process, deadletters, contract, drift, learn, train_batch, model_registry, score,
-        score_batch, serve, lag, tail, demo,
+        score_batch, serve, lag, monitor, tail, demo,
     ):
         for command in module.COMMANDS:
             cli.add_command(command)

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -45,15 +46,25 @@ def _brokers(port: int | None) -> tuple[list[EmbeddedBroker], str]:
     "(kept across restarts; endpoint and credentials from AWS_ENDPOINT, AWS_ACCESS_KEY_ID, "
     "AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION, AWS_ALLOW_HTTP; the bucket must exist).",
 )
-def start(port: int | None, timeout: float, storage: str) -> None:
+@click.option(
+    "--cert", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+    help="Serve TLS only, with this PEM certificate chain (needs --key; docs/security.md#embedded-broker).",
+)
+@click.option(
+    "--key", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+    help="The unencrypted PEM private key of --cert.",
+)
+def start(port: int | None, timeout: float, storage: str, cert: Path | None, key: Path | None) -> None:
     """Start the broker in the background and wait until it answers.
 
-    A port already in use, or a storage URL it cannot use (postgres:// among
-    them: this Tansu build has no PostgreSQL engine), is an error (exit 2).
+    With --cert and --key it accepts TLS connections only (clients need
+    STREAMML_SECURITY_PROTOCOL=SSL and STREAMML_SSL_CA_FILE). A port already
+    in use, a storage URL it cannot use (postgres:// among them: this Tansu
+    build has no PostgreSQL engine), or --cert without --key is an error (exit 2).
     """
     storage = parse_storage(storage)  # before anything starts: a bad URL is one line, exit 2
     settings = settings_from(broker_port=port)
-    broker = EmbeddedBroker(port=settings.broker_port, home=settings.home, storage=storage)
+    broker = EmbeddedBroker(port=settings.broker_port, home=settings.home, storage=storage, cert=cert, key=key)
     broker.start(timeout=timeout)
     status = broker.status()
     default = broker.port == 9092
@@ -61,8 +72,12 @@ def start(port: int | None, timeout: float, storage: str) -> None:
     servers = broker.bootstrap_servers
     use = "" if default else f"; point the other commands at it: export STREAMML_BOOTSTRAP_SERVERS={servers}"
     kept = "" if storage == MEMORY_STORAGE else f", storage {storage}"
+    tls = (
+        "; TLS only: clients need STREAMML_SECURITY_PROTOCOL=SSL and STREAMML_SSL_CA_FILE=<the CA that signed --cert>"
+        if status.tls else ""
+    )
     click.echo(
-        f"broker running at {broker.bootstrap_servers} (pid {status.pid}{kept}); stop it with '{stop_cmd}'{use}"
+        f"broker running at {broker.bootstrap_servers} (pid {status.pid}{kept}); stop it with '{stop_cmd}'{use}{tls}"
     )
 
 
@@ -84,7 +99,7 @@ def stop(port: int | None) -> None:
 def _as_json(state: BrokerStatus) -> dict[str, object]:
     return {
         "running": state.running, "pid": state.pid, "port": state.port, "bootstrap_servers": state.bootstrap_servers,
-        "storage": state.storage,
+        "storage": state.storage, "tls": state.tls,
     }
 
 
@@ -101,7 +116,8 @@ def status(port: int | None, as_json: bool) -> None:
             click.echo(json.dumps(_as_json(state)))
     else:
         for broker, state in running:
-            where = f"{state.bootstrap_servers} (pid {state.pid}, storage {state.storage})"
+            tls = ", TLS only" if state.tls else ""
+            where = f"{state.bootstrap_servers} (pid {state.pid}, storage {state.storage}{tls})"
             click.echo(f"running at {where}, log {broker.log_file}")
         if not running:
             click.echo(f"no embedded broker of ours runs {where}")

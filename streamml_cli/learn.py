@@ -6,7 +6,13 @@ from typing import Any
 
 import click
 
-from streamml_cli.options import connection_options, settings_from, stop_on_signals
+from streamml_cli.options import (
+    connection_options,
+    metrics_endpoint,
+    metrics_port_option,
+    settings_from,
+    stop_on_signals,
+)
 
 __all__ = ["COMMANDS", "stop_on_signals"]
 
@@ -45,6 +51,7 @@ __all__ = ["COMMANDS", "stop_on_signals"]
         "STREAMML_LEARNER_ALLOW_PREDICTION_SOURCE=true."
     ),
 )
+@metrics_port_option
 def learn(
     bootstrap_servers: str | None,
     namespace: str | None,
@@ -53,8 +60,12 @@ def learn(
     publish_every_seconds: float | None,
     max_events: int | None,
     topic: str | None,
+    metrics_port: int | None,
 ) -> None:
-    """Learn online from the features topic and publish model versions."""
+    """Learn online from the features topic and publish model versions.
+
+    With --metrics-port it serves Prometheus metrics (docs/metrics.md).
+    """
     settings = settings_from(
         bootstrap_servers=bootstrap_servers,
         namespace=namespace,
@@ -64,6 +75,7 @@ def learn(
     )
     from model_publisher.catalog import build  # deferred: imports river
     from model_publisher.learning_loop import LearningLoop
+    from model_publisher.metrics import LearnerMetrics
 
     build(settings.model_spec)  # an unknown spec is a usage error, before any broker work
 
@@ -78,9 +90,13 @@ def learn(
             f"(n_learned={envelope.n_learned}, {quality}, {envelope.payload_size} bytes)"
         )
 
-    with stop_on_signals() as stop:
+    metrics = LearnerMetrics()
+    # The metrics port is bound before the broker is asked: a taken port is exit 2 at once.
+    with stop_on_signals() as stop, metrics_endpoint(settings, metrics.registry, metrics_port):
         # Built first: a missing signing key is one error line, not a start line and then an error.
-        loop = LearningLoop(settings, max_events=max_events, stop=stop, on_publish=published, topic=topic)
+        loop = LearningLoop(
+            settings, max_events=max_events, stop=stop, on_publish=published, topic=topic, metrics=metrics
+        )
         # Bounded start-up: no broker is exit 3 within STREAMML_CONNECT_TIMEOUT_SECONDS, missing topics exit 2.
         loop.cluster.require_topics([*loop.inputs, loop.cluster.topics.models])
         loop.check_sources()  # a feedback loop is exit 2 before the start line

@@ -23,9 +23,11 @@ from streamml.monitoring import PROFILE, decode_record
 from streamml.records import DeadLetterReason, Prediction, RecordCodec
 from streamml.trust import GATE_KEY
 
-__all__ = ["PipelineSnapshot", "PipelineMonitor", "ModelVersionSeen", "AlertSeen"]
+__all__ = ["PipelineSnapshot", "PipelineMonitor", "ModelVersionSeen", "AlertSeen", "DriftWindowSeen"]
 
 _ROLLING = 1000
+#: Drift windows kept (the newest): a long-running monitor must not grow without bound.
+_DRIFT_KEPT = 200
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,18 @@ class AlertSeen:
     observed: int
 
 
+@dataclass(frozen=True)
+class DriftWindowSeen:
+    """One closed monitoring window: the PSI of each field it scored (fields without a PSI are left out)."""
+
+    window: int
+    #: Epoch ms the processor's monitor closed the window.
+    created_at: int
+    #: Which processor's monitor wrote it (``<group>@<host>:<pid>``).
+    source: str
+    psi: dict[str, float]
+
+
 @dataclass
 class PipelineSnapshot:
     """Counts and metrics at one moment."""
@@ -80,6 +94,13 @@ class PipelineSnapshot:
     scorer_rolling: float | None = None
     monitoring_windows: int = 0
     alerts: list[AlertSeen] = field(default_factory=list)
+    #: Log-end offsets summed per counted topic (name -> records): throughput is its rate.
+    ends: dict[str, int] = field(default_factory=dict)
+    #: Labelled predictions per model version, and how many of them were right: accuracy as the app measured it.
+    versions_labelled: Counter[int] = field(default_factory=Counter)
+    versions_correct: Counter[int] = field(default_factory=Counter)
+    #: The newest drift windows (at most ``_DRIFT_KEPT``), oldest first.
+    drift: list[DriftWindowSeen] = field(default_factory=list)
 
     def copy(self) -> PipelineSnapshot:
         """A copy that later polls do not change (a poll that overran its bound may still be running)."""
@@ -90,6 +111,10 @@ class PipelineSnapshot:
             versions_scored=Counter(self.versions_scored),
             first_scored_at=dict(self.first_scored_at),
             alerts=list(self.alerts),
+            ends=dict(self.ends),
+            versions_labelled=Counter(self.versions_labelled),
+            versions_correct=Counter(self.versions_correct),
+            drift=list(self.drift),
         )
 
     def first_alert(self, field_name: str, rule: str = "psi") -> AlertSeen | None:
@@ -171,6 +196,7 @@ class PipelineMonitor:
         snap.quarantined = total[self._topics.dead_letters]
         snap.predictions = total[self._topics.predictions]
         snap.joined = total[self._topics.features_labelled]
+        snap.ends = dict(total)
         return snap.copy()
 
     def _take(self, message: Message) -> None:
@@ -207,6 +233,13 @@ class PipelineMonitor:
                 self.snapshot.alerts += [
                     AlertSeen(a.field, a.rule, a.value, report.window, report.observed) for a in report.alerts
                 ]
+                psi = {
+                    name: float(entry["psi"]) for name, entry in report.fields.items()
+                    if isinstance(entry.get("psi"), (int, float))
+                }
+                drift = self.snapshot.drift
+                drift.append(DriftWindowSeen(report.window, report.created_at, report.source, psi))
+                del drift[:-_DRIFT_KEPT]
         elif topic == self._topics.predictions:
             try:
                 record = self._predictions.decode(message.value(), record_headers(message))
@@ -227,6 +260,8 @@ class PipelineMonitor:
                 correct = _same(record.prediction, record.label)
                 snap.scorer_labelled += 1
                 snap.scorer_correct += correct
+                snap.versions_labelled[record.model_version] += 1
+                snap.versions_correct[record.model_version] += correct
                 self._recent.append(correct)
                 snap.scorer_rolling = sum(self._recent) / len(self._recent)
 

@@ -109,7 +109,7 @@ def test_lag_of_a_group_that_does_not_exist_is_an_error_not_zero(settings: Setti
     def lag(name: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "streamml_cli", "lag", "-b", settings.bootstrap_servers,
-             "--namespace", settings.namespace, "-g", name, "--json"],
+             "--namespace", settings.namespace, "-g", name, "--json", "--samples", "1"],
             capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
         )
 

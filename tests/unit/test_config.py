@@ -75,6 +75,7 @@ def test_test_variables_are_not_settings() -> None:
 def test_secrets_never_show() -> None:
     settings = load_settings(
         env={
+            "STREAMML_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
             "STREAMML_SASL_MECHANISM": "PLAIN",
             "STREAMML_SASL_USERNAME": "alice",
             "STREAMML_SASL_PASSWORD": "hunter2",
@@ -160,6 +161,7 @@ def test_to_env_reproduces_the_settings() -> None:
             "STREAMML_MODEL_TRUSTED_KEYS": "/k/a.pub,/k/b.pub",
             "STREAMML_DEVELOPMENT_MODE": "yes",
             "STREAMML_MODEL_PICKLE_ALLOW": "mypkg.*",
+            "STREAMML_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
             "STREAMML_SASL_MECHANISM": "PLAIN",
             "STREAMML_SASL_USERNAME": "alice",
             "STREAMML_SASL_PASSWORD": "hunter2",
@@ -171,3 +173,18 @@ def test_to_env_reproduces_the_settings() -> None:
     )
     assert load_settings(env=settings.to_env()) == settings
     assert settings.development_mode is True and settings.model_signing_key_file == Path("/k/model.key")
+
+
+def test_security_spellings_are_normalized_and_tls_fields_parse_from_env(tmp_path: Path) -> None:
+    from tests.tls_certs import make_tls_files
+
+    ca = make_tls_files(tmp_path).ca
+    settings = load_settings(env={
+        "STREAMML_SECURITY_PROTOCOL": " sasl_ssl ", "STREAMML_SASL_MECHANISM": "scram-sha-512",
+        "STREAMML_SASL_USERNAME": "u", "STREAMML_SASL_PASSWORD": "p",
+        "STREAMML_SSL_CA_FILE": str(ca), "STREAMML_SSL_CHECK_HOSTNAME": "no", "STREAMML_SSL_KEY_FILE": "",
+    })
+    assert (settings.security_protocol, settings.sasl_mechanism) == ("SASL_SSL", "SCRAM-SHA-512")
+    assert settings.ssl_ca_file == ca and settings.ssl_check_hostname is False and settings.ssl_key_file is None
+    with pytest.raises(ConfigError, match="STREAMML_SSL_CHECK_HOSTNAME: expected one of"):
+        load_settings(env={"STREAMML_SECURITY_PROTOCOL": "SSL", "STREAMML_SSL_CHECK_HOSTNAME": "maybe"})
