@@ -38,6 +38,8 @@ MODEL_METRIC_FAMILIES = {
     "streamml_model_version": "gauge",
     "streamml_model_age_seconds": "gauge",
     "streamml_model_load_seconds": "gauge",
+    "streamml_model_topic_position": "gauge",
+    "streamml_model_topic_lag": "gauge",
     "streamml_model_swaps": "counter",
     "streamml_model_refused": "counter",
 }
@@ -103,6 +105,19 @@ class ModelCollector(Collector):
             )
             load.add_metric([name], serving.load_seconds)
             yield load
+        position = getattr(source, "models_topic_position", None)
+        if isinstance(position, tuple):
+            at, end = position
+            where = GaugeMetricFamily(
+                "streamml_model_topic_position", "Next models-topic offset this subscriber reads (it commits none)"
+            )
+            where.add_metric([], float(at))
+            yield where
+            lag = GaugeMetricFamily(
+                "streamml_model_topic_lag", "Models-topic records this subscriber has not read yet (end - position)"
+            )
+            lag.add_metric([], float(max(0, end - at)))
+            yield lag
         swaps = getattr(source, "swaps", None)
         if isinstance(swaps, int):
             family = CounterMetricFamily("streamml_model_swaps", "Models installed so far (the first load counts)")

@@ -158,6 +158,9 @@ class ModelSubscriber:
         #: Offset of the next models-topic record to read; ``None`` until the start-up catch-up is done.
         self._next_offset: int | None = None
         self._failures = 0
+        #: Where the follow loop stands on the models topic: its position (past
+        #: transaction markers) and the topic's end, from the last poll.
+        self._position: tuple[int, int] | None = None
         #: The last error the background thread hit (it keeps going: a bad
         #: record is refused, a failing consumer is retried with backoff).
         self.last_error: Exception | None = None
@@ -340,6 +343,19 @@ class ModelSubscriber:
         """
         return self._caught_up.is_set()
 
+    @property
+    def models_topic_position(self) -> tuple[int, int] | None:
+        """``(position, log end)`` of this subscriber on the models topic, as of its last poll.
+
+        It reads with ``assign()`` and commits nothing, so no consumer group
+        shows it; this is its lag (``log end - position``), reported by the
+        ``streamml_model_topic_*`` metrics of serve and the scorer. The
+        position is the consumer's own, past the transaction markers the
+        publisher writes, so a subscriber that read everything is at the end.
+        ``None`` before the follow loop polled.
+        """
+        return self._position
+
     def wait_caught_up(self, timeout: float | None = None) -> bool:
         """Block until the start-up read to the topic's end is done; ``False`` on timeout."""
         return self._caught_up.wait(timeout)
@@ -415,13 +431,15 @@ class ModelSubscriber:
         consumer: Consumer = self.cluster.consumer(
             "subscriber", **{"fetch.wait.max.ms": self.settings.fetch_wait_max_ms}
         )
+        partition = TopicPartition(self.topic, 0, self._next_offset)
         try:
-            consumer.assign([TopicPartition(self.topic, 0, self._next_offset)])
+            consumer.assign([partition])
             while not self._stop.is_set():
                 # poll() returns as soon as one record is there; consume(n, t) would
                 # wait the whole timeout for n records and delay every swap.
                 first = consumer.poll(_POLL_SECONDS)
                 self._failures = 0  # the consumer works again
+                self._note_position(consumer, partition)
                 if first is None:
                     continue
                 for message in [first, *consumer.consume(100, 0)]:
@@ -436,6 +454,15 @@ class ModelSubscriber:
                 consumer.close()
             except Exception:  # a failed close must not hide the real outcome
                 logger.debug("closing the models-topic consumer failed", exc_info=True)
+
+    def _note_position(self, consumer: Consumer, partition: TopicPartition) -> None:
+        # The end from the last fetch response (cached: no request; ListOffsets is wrong
+        # on the embedded broker); -1001 (invalid) until a fetch answered.
+        _, end = consumer.get_watermark_offsets(partition, cached=True)
+        [at] = consumer.position([partition])
+        position = at.offset if at.offset >= 0 else self._next_offset
+        if end >= 0 and position is not None:
+            self._position = (position, max(end, position))
 
     def _take(self, message: Message, *, following: bool) -> int:
         """Fold one record into the state (and, when following, act on it); return the next offset."""

@@ -244,3 +244,32 @@ def test_wait_ready_async_on_a_live_topic_wakes_on_the_first_version(
         ready, ticks = asyncio.run(main(subscriber))
         assert ready and subscriber.version == 1
         assert ticks > 1  # the loop kept running while the coroutine waited
+
+
+def test_the_subscriber_reports_its_position_on_the_models_topic_and_ends_at_zero_lag(
+    settings: Settings, publisher: ModelPublisher
+) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from consumers.serving_metrics import ModelCollector
+
+    assert publisher.transactional  # each version ends in a commit marker the position must pass
+    publish(publisher)
+    with ModelSubscriber(settings) as subscriber:
+        assert subscriber.wait_ready(30)
+        for _ in range(2):
+            publish(publisher)
+        assert subscriber.wait_for_version(3, timeout=30)
+
+        def at_the_end() -> bool:
+            position = subscriber.models_topic_position
+            return position is not None and position[0] == position[1]
+
+        eventually(at_the_end, timeout=15, what="the subscriber's position at the models topic's end")
+        position, end = subscriber.models_topic_position or (0, 0)
+        assert end > 3  # three versions and their transaction markers, at least
+        registry = CollectorRegistry()
+        registry.register(ModelCollector(subscriber))
+        text = generate_latest(registry).decode()
+        assert "streamml_model_topic_lag 0.0" in text
+        assert f"streamml_model_topic_position {float(position)}" in text

@@ -80,3 +80,27 @@ def test_two_servers_in_one_process_count_apart(slot: ModelSlot) -> None:
             key = ("streamml_serve_requests_total", (("endpoint", "/predict"), ("status", "200")))
             assert scrape(first)[key] == 1
             assert key not in scrape(second)
+
+
+def test_the_subscriber_position_on_the_models_topic_is_reported_and_its_lag_never_negative(slot: ModelSlot) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from consumers.serving_metrics import ModelCollector
+
+    class Following:
+        """A source like ModelSubscriber: the slot's state plus where it stands on the models topic."""
+
+        models_topic_position: tuple[int, int] | None = None
+
+        def current(self) -> object:
+            return slot.current()
+
+    source = Following()
+    registry = CollectorRegistry()
+    registry.register(ModelCollector(source))
+    assert "streamml_model_topic_lag" not in generate_latest(registry).decode()  # not polled yet: absent, not 0
+    source.models_topic_position = (7, 10)
+    text = generate_latest(registry).decode()
+    assert "streamml_model_topic_position 7.0" in text and "streamml_model_topic_lag 3.0" in text
+    source.models_topic_position = (12, 10)  # a stale end from an older fetch
+    assert "streamml_model_topic_lag 0.0" in generate_latest(registry).decode()
