@@ -280,9 +280,8 @@ class _Run:
 
     def _supervise(self, supervisor: Supervisor, subscriber: Any, monitor: PipelineMonitor) -> DemoResult:
         options, cluster = self.options, self.cluster
-        supervisor.start("processor", ["process"])
-        supervisor.start("learner", ["learn"])
-        supervisor.start("scorer", ["score"])
+        for offset, (name, command) in enumerate((("processor", "process"), ("learner", "learn"), ("scorer", "score"))):
+            supervisor.start(name, [command, *metrics_port_args(self.settings.metrics_port, offset)])
         produce = ["produce", "--source", "synthetic", "--limit", str(options.events)]
         produce += ["--bad-fraction", str(options.bad_fraction), "--seed", str(options.seed)]
         if options.rate:
@@ -450,3 +449,17 @@ def _final_snapshot(cluster: Cluster, timeout: float = 60.0) -> PipelineSnapshot
                 return snapshot
     finally:
         monitor.close()
+
+
+def metrics_port_args(port: int | None, offset: int) -> list[str]:
+    """``--metrics-port`` for the demo's ``offset``-th component: ``STREAMML_METRICS_PORT`` + offset.
+
+    The three children share one environment, so the setting alone would have
+    them all ask for the same port. Port 0 (any free port) stays 0 for each.
+
+    >>> metrics_port_args(9400, 2), metrics_port_args(0, 1), metrics_port_args(None, 0)
+    (['--metrics-port', '9402'], ['--metrics-port', '0'], [])
+    """
+    if port is None:
+        return []
+    return ["--metrics-port", str(port + offset if port else 0)]
