@@ -457,9 +457,13 @@ class ModelSubscriber:
 
     def _note_position(self, consumer: Consumer, partition: TopicPartition) -> None:
         # The end from the last fetch response (cached: no request; ListOffsets is wrong
-        # on the embedded broker); -1001 (invalid) until a fetch answered.
-        _, end = consumer.get_watermark_offsets(partition, cached=True)
-        [at] = consumer.position([partition])
+        # on the embedded broker); -1001 (invalid) until a fetch answered. A report,
+        # not the follow loop's business: if it cannot be read, the last one stands.
+        try:
+            _, end = consumer.get_watermark_offsets(partition, cached=True)
+            [at] = consumer.position([partition])
+        except KafkaException:
+            return
         position = at.offset if at.offset >= 0 else self._next_offset
         if end >= 0 and position is not None:
             self._position = (position, max(end, position))

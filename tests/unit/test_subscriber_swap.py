@@ -407,18 +407,18 @@ class FakeTopic:
 class FakeConsumer:
     def __init__(self, topic: FakeTopic) -> None:
         self.topic = topic
-        self.position = 0
+        self.at = 0
 
     def assign(self, partitions: list[Any]) -> None:
         [tp] = partitions
-        self.position = tp.offset
+        self.at = tp.offset
         self.topic.assigned.append(tp.offset)
 
     def _take(self, n: int, timeout: float) -> list[FakeMessage]:
         with self.topic.changed:
-            self.topic.changed.wait_for(lambda: len(self.topic.messages) > self.position, timeout=timeout)
-            batch = self.topic.messages[self.position : self.position + n]
-        self.position += len(batch)
+            self.topic.changed.wait_for(lambda: len(self.topic.messages) > self.at, timeout=timeout)
+            batch = self.topic.messages[self.at : self.at + n]
+        self.at += len(batch)
         return batch
 
     def poll(self, timeout: float) -> FakeMessage | None:
@@ -432,6 +432,13 @@ class FakeConsumer:
 
     def consume(self, n: int, timeout: float) -> list[FakeMessage]:
         return self._take(n, timeout)
+
+    def position(self, partitions: list[Any]) -> list[Any]:
+        return [type(tp)(tp.topic, tp.partition, self.at) for tp in partitions]
+
+    def get_watermark_offsets(self, partition: Any, cached: bool = False) -> tuple[int, int]:
+        with self.topic.changed:
+            return 0, len(self.topic.messages)
 
     def close(self) -> None:
         pass
