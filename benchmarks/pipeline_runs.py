@@ -18,11 +18,12 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks import workloads
 from benchmarks.broker_runs import RunResult, fill, run_child
+from stream_processors.batches import SourceRecord
 from streamml.cluster import Cluster
 from streamml.config import Settings, load_settings
 from streamml.topics import TopicSpec
@@ -61,6 +62,9 @@ class Round:
     settings: Settings
     events: int
     cluster: Cluster
+    #: The raw records, for :meth:`variant`.
+    records: Sequence[SourceRecord] = ()
+    _variants: set[str] = field(default_factory=set)
 
     @classmethod
     def prepare(cls, bootstrap: str, home: Path, *, events: int, partitions: int = 3) -> Round:
@@ -73,7 +77,17 @@ class Round:
         records = workloads.source_records(events, bad_fraction=BAD_FRACTION, partitions=partitions)
         # source_records names its topic: retarget it at this round's raw topic.
         fill(bootstrap, settings.topic(workloads.EVENTS_TOPIC), records)
-        return cls(bootstrap, home, settings, events, cluster)
+        return cls(bootstrap, home, settings, events, cluster, records)
+
+    def variant(self, tag: str) -> Settings:
+        """Settings of a sibling namespace ``<namespace><tag>.`` holding the same raw records (made once)."""
+        settings = self.settings.with_overrides(namespace=f"{self.settings.namespace}{tag}.")
+        if settings.namespace not in self._variants:
+            cluster = Cluster(settings)
+            cluster.create_topics(cluster.topics.specs(settings))
+            fill(self.bootstrap, cluster.topics.raw_events, self.records)
+            self._variants.add(settings.namespace)
+        return settings
 
     @property
     def raw(self) -> str:
@@ -95,11 +109,29 @@ class Round:
 Contestant = Callable[[Round, int], tuple[list[list[str]], Mapping[str, Sequence[int]]]]
 
 
-def _processor(r: Round, processes: int) -> tuple[list[list[str]], Mapping[str, Sequence[int]]]:
-    topics = r.cluster.topics
-    outputs = {t: r.cluster.partitions(t) for t in (topics.features, topics.dead_letters)}
-    command = [sys.executable, "-m", "streamml_cli", "process", "--report-every", "0"]
-    return [command] * processes, outputs
+def _processor_with(**overrides: str) -> Contestant:
+    """``streamml process`` with settings ``overrides`` (``STREAMML_*`` names) in its environment.
+
+    With overrides it runs in a namespace of its own (its topics created and
+    its raw topic filled with the round's records), so its outputs and group
+    are not the plain candidate's.
+    """
+
+    def build(r: Round, processes: int) -> tuple[list[list[str]], Mapping[str, Sequence[int]]]:
+        settings = r.variant("v" + "".join(sorted(overrides)).lower()[-24:]) if overrides else r.settings
+        cluster = Cluster(settings)
+        topics = cluster.topics
+        outputs = {t: cluster.partitions(t) for t in (topics.features, topics.dead_letters)}
+        env = {**overrides, "STREAMML_NAMESPACE": settings.namespace} if overrides else {}
+        # env(1) execs the interpreter: the child's pid, and so its CPU and RSS, stay the process's own.
+        prefix = ["env", *(f"{name}={value}" for name, value in env.items())] if env else []
+        command = [*prefix, sys.executable, "-m", "streamml_cli", "process", "--report-every", "0"]
+        return [command] * processes, outputs
+
+    return build
+
+
+_processor = _processor_with()
 
 
 def _forwarder(kind: str) -> Contestant:
@@ -133,6 +165,8 @@ def _quix(kind: str) -> Contestant:
 
 CONTESTANTS: dict[str, Contestant] = {
     "streamml_process": _processor,
+    # What uvloop buys (the default), measured in the same run.
+    "streamml_process_asyncio": _processor_with(STREAMML_PROCESSOR_EVENT_LOOP="asyncio"),
     "faust_forward": _forwarder("faust"),
     "confluent_forward": _forwarder("confluent"),
     "quix_work": _quix("work"),

@@ -100,8 +100,8 @@ class BatchHandler(HeldBatches):
         outputs: list[Output] = []
         for key, update in result.window_updates.items():
             store[key] = update.state  # live object; recovery restores the dumped form
-            value = faust.serializers.codecs.dumps(self.table.value_serializer, update.dumped)
-            outputs.append((changelog, key, value, update.partition, None))
+            # JSON, which the table's codec reads back on recovery.
+            outputs.append((changelog, key, update.value, update.partition, None))
         # Output headers may have None values (dead letters keep their source's headers).
         outputs += [(topics.features, o.key, o.value, o.partition, o.headers) for o in result.features]
         if self.delayed_labels:

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 from streamml.kafka import format_record
 from streamml.windows import WindowState
@@ -55,11 +54,11 @@ class OutputRecord:
 
 @dataclass(frozen=True, slots=True)
 class WindowUpdate:
-    """New window state of one key: ``state`` to store, ``dumped`` to changelog to ``partition``."""
+    """New window state of one key: ``state`` to store, ``value`` (its JSON) to changelog to ``partition``."""
 
     partition: int
     state: WindowState
-    dumped: dict[str, Any]
+    value: bytes
 
 
 @dataclass

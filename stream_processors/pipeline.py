@@ -58,7 +58,7 @@ class _BatchContext:
     parsed: Sequence[_Parsed | Rejection | Exception]
     #: Indexes of each key's parsed records, in order.
     by_key: Mapping[bytes, list[int]]
-    #: The stored window state, read only (a faust table's store or a dict).
+    #: The stored window state (a faust table's store or a dict); live states in it are updated in place.
     windows: Mapping[bytes, Any]
     result: BatchResult
     #: Window state of the keys seen so far in this batch.
@@ -186,10 +186,10 @@ class BatchProcessor:
     ) -> BatchResult:
         """Handle a batch in order; ``windows`` maps keys to stored window state.
 
-        ``windows`` is only read (a faust table's store or a dict) and may hold
-        :class:`WindowState` objects or their dumps (as recovered from a
-        changelog); the new state of every key the batch touched is returned
-        in ``window_updates``. Events
+        ``windows`` (a faust table's store or a dict) may hold
+        :class:`WindowState` objects, which are updated in place, or their dumps
+        (as recovered from a changelog), which are not changed; the new state
+        of every key the batch touched is returned in ``window_updates``. Events
         of one key in one batch see each other, in input order.
 
         A record the stored state already counts (a replay after a crash that
@@ -235,7 +235,7 @@ class BatchProcessor:
         for key, partition in context.touched.items():  # dumped once per key and batch
             state = context.states[key]
             state.prune(committed or {}, self.journal_limit)
-            result.window_updates[key] = WindowUpdate(partition, state, state.dump(self.window))
+            result.window_updates[key] = WindowUpdate(partition, state, state.encode(self.window))
         if self.monitor is not None and records:
             self._monitoring(records[-1], result)
         return result

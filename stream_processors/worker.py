@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, cast
 
 import faust
+import uvloop
 
 from stream_processors.app import build_app
 from stream_processors.metrics import ProcessorMetrics
@@ -62,7 +63,7 @@ def run_worker(
     _quiet_libraries(settings)
     if event_schema is None:
         event_schema = load_event_schema(settings, checks=[featurizer_check(settings)])
-    loop = asyncio.new_event_loop()
+    loop = uvloop.new_event_loop() if settings.processor_event_loop == "uvloop" else asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     reference = None
     cluster = Cluster(settings)

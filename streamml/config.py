@@ -183,6 +183,10 @@ class Settings:
     #: after a crash everything since the last commit is processed again
     #: (docs/delivery-guarantees.md).
     processor_commit_interval_seconds: float = 0.5
+    #: Event loop of ``streamml process``: ``uvloop`` (libuv; faust's per-record
+    #: awaits make the loop a large share of its CPU) or ``asyncio`` (the
+    #: standard library's), see README "Performance".
+    processor_event_loop: str = "uvloop"
     #: Let the learner train on the predictions topic, or on records that carry
     #: a model version (a feedback loop: the model learning its own outputs).
     #: Off: it refuses such a source at start (exit 2) and such records at run time.
@@ -406,6 +410,8 @@ def _validate(s: Settings) -> list[str]:
         problems.append(
             f"processor_commit_interval_seconds: must be in (0, 60], got {s.processor_commit_interval_seconds}"
         )
+    if s.processor_event_loop not in ("uvloop", "asyncio"):
+        problems.append(f"processor_event_loop: expected uvloop or asyncio, got {s.processor_event_loop!r}")
     if s.label_mode not in ("inline", "delayed"):
         problems.append(f"label_mode: expected inline or delayed, got {s.label_mode!r}")
     if not s.label_ttl_seconds > 0:

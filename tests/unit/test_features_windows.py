@@ -151,13 +151,24 @@ def test_applied_positions_survive_dump_load_and_copy() -> None:
     state = WindowState()
     state.add(T0, {"loan": 1.0}, SPEC, (3, 41))
     state.add(T0 + 1, {"loan": 1.0}, SPEC, (0, 9))
-    dumped = json.loads(json.dumps(state.dump(SPEC)))
-    assert dumped["applied"] == [[0, 9], [3, 41]]
+    dumped = json.loads(state.encode(SPEC))
+    assert dumped["applied"] == {"0": 9, "3": 41} and dumped == state.dump(SPEC)
     loaded = WindowState.load(dumped, SPEC)
     assert loaded.applied == {0: 9, 3: 41} and loaded == state
     copied = state.copy()
     copied.add(T0 + 2, {"loan": 1.0}, SPEC, (3, 42))
     assert state.applied == {0: 9, 3: 41}  # the copy is independent
+
+
+def test_state_in_the_first_format_still_loads() -> None:
+    # Format 1 (changelogs written before format 2): buckets and applied offsets as lists of rows.
+    old = {"v": 1, "bucket_ms": 5000, "fields": ["loan"], "latest": T0 // 5000,
+           "buckets": [[T0 // 5000, 2.0, 30.0, 2.0]], "applied": [[0, 9], [3, 41]],
+           "recent": [[3, 41, T0, 15.0, 2.0, 15.0]]}
+    loaded = WindowState.load(old, SPEC)
+    assert loaded.applied == {0: 9, 3: 41} and loaded.buckets == {T0 // 5000: [2.0, 30.0, 2.0]}
+    assert loaded.first_features(3, 41, SPEC) == {"key_events_60s": 2.0, "loan_mean_60s": 15.0}
+    assert WindowState.load(json.loads(loaded.encode(SPEC)), SPEC) == loaded  # and goes on in format 2
 
 
 def test_state_dumped_before_applied_positions_existed_still_loads() -> None:

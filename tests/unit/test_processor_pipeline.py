@@ -15,7 +15,7 @@ from stream_processors.pipeline import FEATURIZE_ERROR, BatchProcessor
 from streamml.config import Settings
 from streamml.records import FEATURE_VECTOR_SCHEMA
 from streamml.serde import SCHEMA_HEADER, AvroSchema, AvroSerde, bundled_schema, header_value
-from streamml.windows import WindowSpec, window_features
+from streamml.windows import WindowSpec, WindowState, window_features
 
 SETTINGS = Settings(partitions=3)
 SCHEMA = AvroSchema.from_file(SETTINGS.schema_path)
@@ -183,13 +183,24 @@ def test_corrupted_valid_records_never_crash(data: st.DataObject) -> None:
     assert len(result.features) + len(result.dead_letters) == 1
 
 
-def test_live_state_objects_in_the_store_are_copied_not_changed() -> None:
+def test_live_state_objects_in_the_store_are_updated_in_place_and_changelogged_as_json() -> None:
     first = PROCESSOR.process_batch([good(0)])
     stored = {b"alice": first.window_updates[b"alice"].state}
     before = stored[b"alice"].copy()
     second = PROCESSOR.process_batch([good(1)], stored)
-    assert stored[b"alice"] == before and second.window_updates[b"alice"].state != before
-    assert second.window_updates[b"alice"].dumped == second.window_updates[b"alice"].state.dump(PROCESSOR.window)
+    update = second.window_updates[b"alice"]
+    assert update.state is stored[b"alice"] and update.state != before  # no copy per batch
+    assert json.loads(update.value) == update.state.dump(PROCESSOR.window)
+    assert WindowState.load(json.loads(update.value), PROCESSOR.window) == update.state  # what a recovery rebuilds
+
+
+def test_a_dump_store_is_not_changed_by_a_batch() -> None:
+    first = PROCESSOR.process_batch([good(0)])
+    dumped = json.loads(first.window_updates[b"alice"].value)
+    stored = {b"alice": dumped}
+    snapshot = json.loads(json.dumps(dumped))
+    PROCESSOR.process_batch([good(1)], stored)
+    assert stored[b"alice"] == snapshot
 
 
 def _window_features(result) -> list[tuple[int, float, float]]:
@@ -205,7 +216,7 @@ def _window_features(result) -> list[tuple[int, float, float]]:
 def _recovered(result, before: dict | None = None) -> dict:
     """The store as a recovery rebuilds it: the changelogged dumps, through JSON."""
     store = dict(before or {})
-    store.update({key: json.loads(json.dumps(u.dumped)) for key, u in result.window_updates.items()})
+    store.update({key: json.loads(u.value) for key, u in result.window_updates.items()})
     return store
 
 
