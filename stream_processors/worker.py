@@ -63,7 +63,26 @@ def run_worker(
     _quiet_libraries(settings)
     if event_schema is None:
         event_schema = load_event_schema(settings, checks=[featurizer_check(settings)])
-    loop = uvloop.new_event_loop() if settings.processor_event_loop == "uvloop" else asyncio.new_event_loop()
+    # The policy, not only the loop: faust's aiokafka consumer runs in a thread
+    # of its own (mode.threads.ServiceThread) on a loop from new_event_loop().
+    policy = asyncio.get_event_loop_policy()
+    if settings.processor_event_loop == "uvloop":
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    try:
+        _run(settings, event_schema, writer_schemas, report, report_every, metrics)
+    finally:
+        asyncio.set_event_loop_policy(policy)
+
+
+def _run(
+    settings: Settings,
+    event_schema: AvroSchema,
+    writer_schemas: Iterable[AvroSchema],
+    report: Callable[[str], None] | None,
+    report_every: float,
+    metrics: ProcessorMetrics | None,
+) -> None:
+    loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     reference = None
     cluster = Cluster(settings)
