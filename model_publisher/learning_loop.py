@@ -82,6 +82,7 @@ from streamml.envelope import GOLDEN_EXAMPLES, ModelEnvelope
 from streamml.errors import ConfigError, DecodeError, KafkaClientError, ModelTooLargeError, UnlearnableRecordsError
 from streamml.kafka import decoded, describe_error, format_record, record_headers, store_offsets
 from streamml.lag import watermarks
+from streamml.positions import from_beginning
 from streamml.records import FeatureVector, Prediction, RecordCodec
 from streamml.registry import read_history
 from streamml.serde import SCHEMA_HEADER, Headers, header_value
@@ -342,24 +343,23 @@ class LearningLoop:
         build(self.settings.model_spec)  # an unknown spec fails before any broker work
         # Missing topics are an error, not a wait: a subscribe to them would idle silently.
         self.cluster.require_topics([*self.inputs, self._publisher.topic])
-        self.check_sources()
         consumer: Consumer | None = None
         try:
-            self._publisher.start()
+            # Subscribed first: librdkafka joins the group in its own threads
+            # while the reads below run (about 3 s of join on the embedded
+            # broker, docs/embedded-broker.md#first-group-join, overlapping
+            # about as much of reading). The assignment is handed over, and
+            # on_assign run, only by the first consume() below, once
+            # everything it reads is known.
             consumer = self.cluster.group_consumer(self.cluster.groups.learner)
+            # Read before subscribing: during the join librdkafka holds this request until it ends.
             committed = self._committed(consumer)
-            learner = self._learner = self._initial_learner(committed)
-            if self._gate_on:
-                self._gating.gate = QualityGate(margin=self.settings.gate_margin, task=task(learner.model))
-                self._crown_served()
-            if self.report.resumed_from is None:
-                self._history_ends = self._history()
-            if not self._history_ends:
-                self.caught_up.set()
+            state: dict[str, Any] = {"committed": committed}
 
             def on_assign(c: Consumer, assigned: list[TopicPartition]) -> None:
                 for tp in assigned:
-                    tp.offset = self._position(learner, tp.topic, tp.partition, committed)
+                    tp.offset = self._position(state["learner"], tp.topic, tp.partition, state["committed"])
+                assigned = from_beginning(c, assigned)
                 c.assign(assigned)
                 # The position each partition is read from; OFFSET_BEGINNING (negative) as "beginning".
                 where = sorted(
@@ -373,6 +373,16 @@ class LearningLoop:
                 )
 
             consumer.subscribe(self.inputs, on_assign=on_assign)
+            self.check_sources()
+            self._publisher.start()
+            learner = self._learner = state["learner"] = self._initial_learner(committed)
+            if self._gate_on:
+                self._gating.gate = QualityGate(margin=self.settings.gate_margin, task=task(learner.model))
+                self._crown_served()
+            if self.report.resumed_from is None:
+                self._history_ends = self._history()
+            if not self._history_ends:
+                self.caught_up.set()
 
             def skip(message: Message, exc: DecodeError) -> None:
                 self._skip_undecodable(learner, message, exc)
@@ -440,7 +450,7 @@ class LearningLoop:
             return None
         consumer = self.cluster.consumer("reader")
         try:
-            consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in left])
+            consumer.assign(from_beginning(consumer, [TopicPartition(topic, p, OFFSET_BEGINNING) for p in left]))
             deadline = time.monotonic() + PEEK_SECONDS
             while any(n > 0 for n in left.values()) and time.monotonic() < deadline:
                 for message in consumer.consume(100, timeout=0.1):

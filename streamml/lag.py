@@ -30,6 +30,7 @@ from streamml.cluster import ADMIN_GRACE, Cluster
 from streamml.errors import BrokerError, KafkaClientError
 from streamml.kafka import describe_error
 from streamml.lag_time import record_age, timestamps_at
+from streamml.positions import from_beginning
 
 __all__ = [
     "PartitionLag", "GroupLag", "watermarks", "log_end_offsets", "partition_lag", "consumer_lag", "pipeline_lag",
@@ -113,7 +114,7 @@ def watermarks(
     fetched: dict[tuple[str, int], int] = {}
     marks: dict[tuple[str, int], tuple[int, int]] = {}
     try:
-        consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in wanted])
+        consumer.assign(from_beginning(consumer, [TopicPartition(t, p, OFFSET_BEGINNING) for t, p in wanted]))
         deadline = time.monotonic() + timeout
         while len(fetched) < len(wanted) and time.monotonic() < deadline:
             consumer.poll(0.05)

@@ -23,6 +23,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Top
 
 from streamml.cluster import Cluster
 from streamml.errors import ConfigError, KafkaClientError
+from streamml.positions import from_beginning
 
 __all__ = ["read_to_end", "parse_offsets"]
 
@@ -63,7 +64,7 @@ def read_to_end(
     consumer = cluster.consumer("reader", **{"enable.partition.eof": True})
     try:
         offsets = {p: (start or {}).get(p, OFFSET_BEGINNING) for p in parts}
-        consumer.assign([TopicPartition(topic, p, o) for p, o in offsets.items()])
+        consumer.assign(from_beginning(consumer, [TopicPartition(topic, p, o) for p, o in offsets.items()]))
         ends: dict[int, int] = {}
         #: Partitions whose stable end was reached (a partition-EOF event).
         stable: set[int] = set()

@@ -59,9 +59,11 @@ def pipeline_checks(
     checks = {
         "every event is in features or dead letters": snapshot.features + snapshot.quarantined == snapshot.produced,
         "every feature vector was scored": snapshot.predictions == snapshot.features,
-        # v1 is published after the first event learned and a last version on
-        # shutdown with the rest: two at least, at any size.
-        "several model versions were published": len(snapshot.versions) >= 2,
+        # How many is timing: a learner whose time rule (--publish-every-seconds)
+        # has not fired yet when a burst of events arrives learns the whole
+        # burst into v1 and has nothing left for a final version. That the
+        # last one learned every event is checked below.
+        "a model version was published": len(snapshot.versions) >= 1,
         "versions increase": all(
             a.version < b.version for a, b in zip(snapshot.versions, snapshot.versions[1:], strict=False)
         ),
