@@ -16,16 +16,17 @@ so all events of one key land on one partition, in order.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from confluent_kafka import KafkaError, Message
+from confluent_kafka import KafkaError, KafkaException, Message
 
 from streamml.config import Settings
 from streamml.errors import KafkaClientError, RecordError
-from streamml.kafka import make_producer, produce
+from streamml.kafka import QUEUE_FULL_WAIT, describe_error, make_producer
 from streamml.serde import AvroSchema, AvroSerde
 from streamml.topics import Topics
 
@@ -35,6 +36,13 @@ logger = logging.getLogger(__name__)
 
 #: Delivery failure reasons kept for reporting; the rest are only counted.
 MAX_FAILURE_REASONS = 5
+
+#: Headers as the client takes them.
+_Headers = list[tuple[str, str | bytes | None]]
+
+#: Records sent between two serves of the delivery reports in :meth:`EventProducer.send`
+#: (a ``poll(0)`` after every record cost more than the report it served).
+POLL_EVERY = 256
 
 
 @dataclass(frozen=True)
@@ -86,8 +94,14 @@ class EventProducer:
         self.settings = settings
         self.topic = topic or Topics.from_settings(settings).raw_events
         self.serde = AvroSerde(schema or AvroSchema.from_file(settings.schema_path))
-        self._headers = self.serde.headers
+        self._headers: _Headers = list(self.serde.headers)
         self._producer = make_producer(settings, **dict(client_config or {}))
+        # Looked up once: send() runs per record.
+        self._encode = self.serde.encode
+        self._key_field = settings.key_field
+        self._queue = self._producer.produce
+        self._report = self._on_delivery  # one bound method for every record, not one per send
+        self._unpolled = 0
         self._sent = 0
         self._delivered = 0
         self._failed = 0
@@ -113,9 +127,9 @@ class EventProducer:
         schema or has no key, and :class:`KafkaClientError` if the client
         refuses the record. Delivery itself is asynchronous: see :attr:`stats`.
         """
-        value = self.serde.encode(record)  # RecordError names the failing field
+        value = self._encode(record)  # RecordError names the failing field
         if key is None:
-            key = record_key(record, self.settings.key_field)
+            key = record_key(record, self._key_field)
         self._produce(value, key.encode("utf-8"), self._headers)
 
     def send_raw(
@@ -135,6 +149,30 @@ class EventProducer:
             key.encode("utf-8") if key is not None else None,
             self._headers if headers is None else list(headers),
         )
+
+    def connect(self, timeout: float = 2.0) -> bool:
+        """Ask the broker for the topic's metadata, twice, within ``timeout`` seconds; ``True`` if it answered.
+
+        Not needed for correctness, only for a quick first delivery: an
+        idempotent producer asks for its producer id when a metadata answer
+        arrives while a broker connection is up. The first answer comes over
+        the bootstrap connection, which librdkafka drops once the answer
+        names the brokers, so the id then waits for librdkafka's retry timer
+        (500 ms) and with it every record. The second round trip, over a
+        named broker, gets the id at once. An unreachable broker only costs
+        the wait: records are queued and ``flush`` reports them as before.
+        """
+        deadline = time.monotonic() + timeout
+        for _ in range(2):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            try:
+                self._producer.list_topics(self.topic, timeout=left)
+            except KafkaException as exc:
+                logger.debug("no metadata for %s within %gs: %s", self.topic, timeout, describe_error(exc))
+                return False
+        return True
 
     def poll(self, timeout: float = 0.0) -> None:
         """Serve delivery reports, waiting up to ``timeout`` seconds for one."""
@@ -178,12 +216,35 @@ class EventProducer:
         except KafkaClientError as flush_error:
             logger.warning("while handling %s: %s", type(exc).__name__, flush_error)
 
-    def _produce(self, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]) -> None:
-        # Waits for queue space when librdkafka's queue is full, then serves
-        # the delivery reports of earlier records without waiting.
-        produce(self._producer, self.topic, value, key=key, headers=headers, on_delivery=self._on_delivery)
+    def _produce(self, value: bytes, key: bytes | None, headers: _Headers) -> None:
+        """Queue one record; serve the delivery reports every :data:`POLL_EVERY` records."""
+        try:
+            self._queue(self.topic, value, key, headers=headers, on_delivery=self._report)
+        except BufferError:  # librdkafka's local queue is full
+            self._produce_when_room(value, key, headers)
+        except KafkaException as exc:
+            raise KafkaClientError(f"cannot produce to {self.topic}: {describe_error(exc)}") from exc
         self._sent += 1
         self._bytes += len(value)
+        self._unpolled += 1
+        if self._unpolled >= POLL_EVERY:
+            self._unpolled = 0
+            self._producer.poll(0)
+
+    def _produce_when_room(self, value: bytes, key: bytes | None, headers: _Headers) -> None:
+        # Serving delivery reports makes room; librdkafka expires stuck records
+        # after message.timeout.ms, so this cannot wait forever.
+        while True:
+            logger.debug("producer queue full; waiting for deliveries")
+            self._producer.poll(QUEUE_FULL_WAIT)
+            self._unpolled = 0
+            try:
+                self._queue(self.topic, value, key, headers=headers, on_delivery=self._report)
+                return
+            except BufferError:
+                continue
+            except KafkaException as exc:
+                raise KafkaClientError(f"cannot produce to {self.topic}: {describe_error(exc)}") from exc
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is None:

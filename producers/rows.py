@@ -11,8 +11,7 @@ own) yield records or raw payloads that are already typed.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from producers.events import EventSource, RawPayload, SourceItem
 from producers.files import FileSource
@@ -21,9 +20,12 @@ from streamml.errors import RecordError
 __all__ = ["Row", "numbered_rows", "row_id", "at_row"]
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
-    """One row of a source: its 1-based number, what was read, and the item or why there is none."""
+class Row(NamedTuple):
+    """One row of a source: its 1-based number, what was read, and the item or why there is none.
+
+    (A named tuple, not a frozen dataclass: one is made per row sent, and a
+    frozen dataclass's ``__init__`` cost more than the rest of the row's handling.)
+    """
 
     number: int
     #: The row as read (file cells before coercion, or the source's own
