@@ -42,6 +42,8 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.processor_throughput
 	$(BIN)/python -m benchmarks.scaleout
 	$(BIN)/python -m benchmarks.producer_throughput
+	$(BIN)/python -m benchmarks.learner_startup
+	$(BIN)/python -m benchmarks.freshness
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info
