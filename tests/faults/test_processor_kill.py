@@ -6,12 +6,21 @@ flight and offsets uncommitted. Guarantee: every acknowledged event ends up
 featurized or quarantined (lost == 0). Duplicates (at-least-once replays) and
 each restart's recovery time (restart -> first new output record) are counted
 and printed; only loose bounds are asserted.
+
+The duplicates' bound is what a kill can re-emit: the outputs of the batches
+held in flight (``HeldBatches.MAX_IN_FLIGHT``) and of the one being processed,
+whose offsets were not committed. Measured: 1,818 to 4,448 for three kills.
+They grow with the processor's speed, not the feed's: each kill lands while
+the restarted processor races through the backlog that built up during its
+group join (7 to 15 s), and whatever it emitted since its last commit
+(``STREAMML_PROCESSOR_COMMIT_INTERVAL_SECONDS``) comes out again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from stream_processors.delivery import HeldBatches
 from streamml.cluster import Cluster
 from streamml.config import Settings
 from streamml.lag import consumer_lag
@@ -75,6 +84,6 @@ def test_processor_sigkilled_three_times_loses_nothing(
     assert report.lost == 0, report.lost_sample
     assert report.unexpected == 0, report.unexpected_sample
     assert report.produced == EVENTS + TAIL
-    assert report.duplicates <= EVENTS
+    assert report.duplicates <= KILLS * (HeldBatches.MAX_IN_FLIGHT + 1) * settings.processor_batch_size
     assert all(r is not None and r <= 60 for r in recoveries), recoveries
     assert code == 0, processor.tail()
