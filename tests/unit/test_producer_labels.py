@@ -6,7 +6,6 @@ The scheduler's clock is a number the test passes in, so no test sleeps.
 from __future__ import annotations
 
 import math
-import socket
 from collections import Counter
 from typing import Any
 
@@ -22,7 +21,7 @@ from producers.labels import (
     check_label_options,
     detach_label,
 )
-from streamml.config import Settings, load_settings
+from streamml.config import Settings
 from streamml.errors import ConfigError
 from streamml.records import LabelRecord, RecordCodec
 from streamml_cli import main
@@ -224,14 +223,6 @@ def test_invalid_label_options_are_refused_with_one_message(
 @pytest.mark.parametrize(("max_delay", "duplicates"), [(None, 0.0), (0.0, 0.0), (0.0, 1.0), (3600.0, 0.5)])
 def test_valid_label_options_pass(max_delay: float | None, duplicates: float) -> None:
     check_label_options(max_delay, duplicates)
-
-
-@pytest.fixture
-def dead_settings() -> Settings:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return load_settings(env={}, bootstrap_servers=f"127.0.0.1:{port}", namespace="unit.")
 
 
 def test_produce_refuses_invalid_label_options_before_connecting(dead_settings: Settings) -> None:

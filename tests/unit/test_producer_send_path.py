@@ -6,7 +6,6 @@ no mock), so records can only wait or time out.
 
 from __future__ import annotations
 
-import socket
 import time
 from typing import Any
 
@@ -17,17 +16,9 @@ import producers.runner
 from producers import EventProducer, SyntheticSource
 from producers.app import POLL_EVERY
 from producers.rows import Row, numbered_rows
-from streamml.config import Settings, load_settings
+from streamml.config import Settings
 from streamml.errors import KafkaClientError
 from streamml.kafka import QUEUE_FULL_WAIT
-
-
-@pytest.fixture
-def dead_settings() -> Settings:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return load_settings(env={}, bootstrap_servers=f"127.0.0.1:{port}", namespace="unit.")
 
 
 @pytest.fixture

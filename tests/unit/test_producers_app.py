@@ -6,22 +6,13 @@ client facing a real outage (no Kafka mock): records can only time out.
 
 from __future__ import annotations
 
-import socket
 from typing import Any
 
 import pytest
 
 from producers import EventProducer, SyntheticSource
-from streamml.config import Settings, load_settings
+from streamml.config import Settings
 from streamml.errors import KafkaClientError, RecordError
-
-
-@pytest.fixture
-def dead_settings() -> Settings:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return load_settings(env={}, bootstrap_servers=f"127.0.0.1:{port}", namespace="unit.")
 
 
 def quiet(**config: Any) -> dict[str, Any]:
