@@ -26,7 +26,7 @@ from confluent_kafka import KafkaError, KafkaException, Message
 
 from streamml.config import Settings
 from streamml.errors import KafkaClientError, RecordError
-from streamml.kafka import QUEUE_FULL_WAIT, describe_error, make_producer
+from streamml.kafka import describe_error, make_producer, produce
 from streamml.serde import AvroSchema, AvroSerde
 from streamml.topics import Topics
 
@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 MAX_FAILURE_REASONS = 5
 
 #: Headers as the client takes them.
-_Headers = list[tuple[str, str | bytes | None]]
+_Headers = list[tuple[str, bytes | None]]
 
 #: Records sent between two serves of the delivery reports in :meth:`EventProducer.send`
 #: (a ``poll(0)`` after every record cost more than the report it served).
@@ -99,7 +99,6 @@ class EventProducer:
         # Looked up once: send() runs per record.
         self._encode = self.serde.encode
         self._key_field = settings.key_field
-        self._queue = self._producer.produce
         self._report = self._on_delivery  # one bound method for every record, not one per send
         self._unpolled = 0
         self._sent = 0
@@ -218,33 +217,13 @@ class EventProducer:
 
     def _produce(self, value: bytes, key: bytes | None, headers: _Headers) -> None:
         """Queue one record; serve the delivery reports every :data:`POLL_EVERY` records."""
-        try:
-            self._queue(self.topic, value, key, headers=headers, on_delivery=self._report)
-        except BufferError:  # librdkafka's local queue is full
-            self._produce_when_room(value, key, headers)
-        except KafkaException as exc:
-            raise KafkaClientError(f"cannot produce to {self.topic}: {describe_error(exc)}") from exc
+        produce(self._producer, self.topic, value, key=key, headers=headers, on_delivery=self._report, poll=False)
         self._sent += 1
         self._bytes += len(value)
         self._unpolled += 1
         if self._unpolled >= POLL_EVERY:
             self._unpolled = 0
             self._producer.poll(0)
-
-    def _produce_when_room(self, value: bytes, key: bytes | None, headers: _Headers) -> None:
-        # Serving delivery reports makes room; librdkafka expires stuck records
-        # after message.timeout.ms, so this cannot wait forever.
-        while True:
-            logger.debug("producer queue full; waiting for deliveries")
-            self._producer.poll(QUEUE_FULL_WAIT)
-            self._unpolled = 0
-            try:
-                self._queue(self.topic, value, key, headers=headers, on_delivery=self._report)
-                return
-            except BufferError:
-                continue
-            except KafkaException as exc:
-                raise KafkaClientError(f"cannot produce to {self.topic}: {describe_error(exc)}") from exc
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is None:

@@ -184,30 +184,32 @@ def produce(
     headers: Sequence[tuple[str, bytes | None]] | None = None,
     partition: int | None = None,
     on_delivery: DeliveryCallback | None = None,
+    poll: bool = True,
 ) -> None:
     """Queue one record, waiting for queue space when the local queue is full.
 
     Back-pressure: on ``BufferError`` it serves delivery reports to make
     room and retries (librdkafka expires stuck records after
-    ``message.timeout.ms``, so this cannot wait forever); afterwards it serves
-    pending reports without waiting. Raises :class:`KafkaClientError` when
-    the client refuses the record.
+    ``message.timeout.ms``, so this cannot wait forever); afterwards, with
+    ``poll``, it serves pending reports without waiting (a caller sending
+    many records may pass ``False`` and poll every so often itself). Raises
+    :class:`KafkaClientError` when the client refuses the record.
     """
-    kwargs: dict[str, Any] = {"key": key, "value": value, "on_delivery": on_delivery}
-    if headers is not None:
-        kwargs["headers"] = list(headers)
-    if partition is not None:
-        kwargs["partition"] = partition
+    # The client takes a list (or a dict) of headers.
+    listed: Any = headers if headers is None or isinstance(headers, list) else list(headers)
+    # No kwargs dict per record: this is the producer's per-event path (-1: the partitioner picks).
+    where = -1 if partition is None else partition
     while True:
         try:
-            producer.produce(topic, **kwargs)
+            producer.produce(topic, value, key, partition=where, on_delivery=on_delivery, headers=listed)
             break
         except BufferError:
             logger.debug("producer queue full; waiting for deliveries")
             producer.poll(QUEUE_FULL_WAIT)
         except KafkaException as exc:
             raise KafkaClientError(f"cannot produce to {topic}: {describe_error(exc)}") from exc
-    producer.poll(0)
+    if poll:
+        producer.poll(0)
 
 
 class Deliveries:

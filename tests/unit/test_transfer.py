@@ -408,8 +408,8 @@ class FakeProducer:
     def __init__(self) -> None:
         self.records: list[Record] = []
 
-    def produce(self, topic: str, *, key: bytes | None, value: bytes | None, headers: Headers = None,
-                on_delivery: Any = None) -> None:
+    def produce(self, topic: str, value: bytes | None = None, key: bytes | None = None, partition: int = -1,
+                on_delivery: Any = None, headers: Headers = None) -> None:  # confluent-kafka's signature
         self.records.append((key, value, headers))
 
     def poll(self, timeout: float = 0) -> int:
